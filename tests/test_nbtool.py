@@ -1,0 +1,203 @@
+"""The exercise generator, the sync between solutions/ and notebooks/, and the notebook contract."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_utils import nbtool
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+STANDARD_IMPORTS = (
+    "import math\nimport numpy as np\nimport torch\nimport torch.nn.functional as F\nimport course_utils\n"
+    "import course_utils.checks\n"
+)
+
+
+# ------------------------------------------------------------------------------------------ strip_solutions
+def test_strip_solutions_keeps_indentation_and_hint():
+    src = (
+        "def f(x):\n"
+        '    """Docstring stays."""\n'
+        "    # BEGIN SOLUTION: subtract the max first\n"
+        "    m = x.max()\n"
+        "    return x - m\n"
+        "    # END SOLUTION\n"
+        "print('after')"
+    )
+    out = nbtool.strip_solutions(src)
+    assert out == (
+        "def f(x):\n"
+        '    """Docstring stays."""\n'
+        "    raise NotImplementedError('subtract the max first')\n"
+        "print('after')"
+    )
+    ns: dict = {}
+    exec(out, ns)  # the generated code is valid Python
+    with pytest.raises(NotImplementedError, match="subtract the max"):
+        ns["f"](1)
+
+
+def test_strip_solutions_default_hint_and_quotes():
+    out = nbtool.strip_solutions("# BEGIN SOLUTION\nx = 1\n# END SOLUTION")
+    assert out == f"raise NotImplementedError({nbtool.DEFAULT_HINT!r})"
+    tricky = nbtool.strip_solutions("# BEGIN SOLUTION: use 'dim=-1' and \"keepdim\"\nx = 1\n# END SOLUTION")
+    with pytest.raises(NotImplementedError, match="keepdim"):
+        exec(tricky, {})
+
+
+def test_strip_solutions_multiple_blocks():
+    src = "# BEGIN SOLUTION: a\n1\n# END SOLUTION\nkeep = 2\n  # BEGIN SOLUTION: b\n  3\n  # END SOLUTION"
+    assert nbtool.strip_solutions(src) == "raise NotImplementedError('a')\nkeep = 2\n  raise NotImplementedError('b')"
+
+
+@pytest.mark.parametrize(
+    "src, message",
+    [
+        ("# BEGIN SOLUTION\nx = 1", "never closed"),
+        ("x = 1\n# END SOLUTION", "without a BEGIN"),
+        ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "nested"),
+    ],
+)
+def test_strip_solutions_rejects_unbalanced_markers(src, message):
+    with pytest.raises(nbtool.SolutionMarkerError, match=message):
+        nbtool.strip_solutions(src, where="demo.ipynb cell 3")
+
+
+# ------------------------------------------------------------------------------------------ clean / build
+def _executed_notebook() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "venv-123", "display_name": "x", "language": "python"},
+                   "language_info": {"name": "python", "version": "3.11.7"}, "widgets": {"state": {}}}
+    title = nbformat.v4.new_markdown_cell("# Title")
+    ex = nbformat.v4.new_code_cell("def f():\n    # BEGIN SOLUTION: hint\n    return 1\n    # END SOLUTION",
+                                   metadata={"tags": ["exercise"], "execution": {"iopub.status.busy": "2026"}})
+    ex.execution_count = 7
+    out = nbformat.v4.new_code_cell("f()", metadata={"collapsed": False})
+    out.execution_count = 9
+    out.outputs = [
+        nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=9),
+        nbformat.v4.new_output("display_data", {nbtool.WIDGET_MIME: {"model_id": "abc"}}),
+    ]
+    nb.cells = [title, ex, out]
+    return nb
+
+
+def test_clean_removes_volatile_metadata_and_is_idempotent():
+    cleaned = nbtool.clean(_executed_notebook())
+    assert cleaned.metadata == {"kernelspec": nbtool.KERNELSPEC, "language_info": {"name": "python"}}
+    assert cleaned.cells[1].metadata == {"tags": ["exercise"]}
+    assert cleaned.cells[2].metadata == {}
+    assert [c.execution_count for c in cleaned.cells[1:]] == [1, 2]
+    assert cleaned.cells[2].outputs[0]["execution_count"] == 2
+    assert len(cleaned.cells[2].outputs) == 1, "widget-only outputs must be dropped"
+    assert nbtool.clean(cleaned) == cleaned
+
+
+def test_make_exercise_strips_outputs_keeps_tags_and_adds_note():
+    ex = nbtool.make_exercise(_executed_notebook(), "demo.ipynb")
+    assert ex.cells[0].source == "# Title"
+    assert "Exercise version" in ex.cells[1].source
+    code = [c for c in ex.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert code[0].metadata == {"tags": ["exercise"]}
+    assert "raise NotImplementedError('hint')" in code[0].source and "return 1" not in code[0].source
+
+
+def test_build_and_check_modes(tmp_path):
+    sol, nbs = tmp_path / "solutions", tmp_path / "notebooks"
+    sol.mkdir()
+    nbformat.write(_executed_notebook(), str(sol / "01_demo.ipynb"))
+    assert nbtool.build(sol, nbs, check=True) == ["01_demo.ipynb"]  # missing → stale
+    assert nbtool.build(sol, nbs) == ["01_demo.ipynb"]
+    assert nbtool.build(sol, nbs, check=True) == []
+    (nbs / "99_orphan.ipynb").write_text("{}")
+    assert nbtool.build(sol, nbs, check=True) == ["99_orphan.ipynb (no matching solution)"]
+    nbtool.build(sol, nbs)
+    assert not (nbs / "99_orphan.ipynb").exists()
+    gen = nbs / "01_demo.ipynb"
+    gen.write_text(gen.read_text().replace("hint", "edited"))
+    assert nbtool.build(sol, nbs, check=True) == ["01_demo.ipynb"]
+
+
+# -------------------------------------------------------------------------------- the real course notebooks
+def test_notebooks_are_generated_from_solutions():
+    """Sync test: notebooks/ must be exactly what `python -m course_utils.nbtool build` produces."""
+    stale = nbtool.build(check=True)
+    assert not stale, f"notebooks/ is stale: {stale}; run `python -m course_utils.nbtool build` and commit"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_solution_is_clean(path):
+    text = path.read_text(encoding="utf-8")
+    assert nbtool._dumps(nbtool.clean(nbtool.read(path))) == text, (
+        f"{path.name} carries volatile metadata; run `python -m course_utils.nbtool clean {path}`"
+    )
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_solution_follows_contract(path):
+    nb = nbtool.read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and code[0].source == nbtool.SETUP_CELL, "first code cell must be nbtool.SETUP_CELL verbatim"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "title cell first"
+    header = nb.cells[0].source.lower()
+    assert "objective" in header and "runtime" in header, "header needs learning objectives and measured runtime"
+    assert all(c.execution_count is not None for c in code), f"{path.name} is committed without outputs"
+    text = "\n".join(c.source for c in nb.cells)
+    assert "pitfall" in text.lower() and "going further" in text.lower()
+
+
+def _exercise_pairs(nb):
+    cells = nb.cells
+    for i, cell in enumerate(cells):
+        if "exercise" in cell.metadata.get("tags", []):
+            assert i + 1 < len(cells) and "check" in cells[i + 1].metadata.get("tags", []), (
+                f"exercise cell {i} must be followed by a cell tagged 'check'"
+            )
+            yield cell.source, cells[i + 1].source
+
+
+EXERCISES = [
+    (p, n) for p in SOLUTIONS for n, _ in enumerate(_exercise_pairs(nbtool.read(p)))
+]
+
+
+@pytest.mark.parametrize("path, index", EXERCISES, ids=lambda x: getattr(x, "name", str(x)))
+def test_exercise_fails_unsolved_and_passes_solved(path, index, capsys):
+    from course_utils.checks import CheckFailed
+
+    solved = list(_exercise_pairs(nbtool.read(path)))[index]
+    generated = list(_exercise_pairs(nbtool.read(ROOT / "notebooks" / path.name)))[index]
+    assert "NotImplementedError" in generated[0]
+
+    ns: dict = {}
+    exec(STANDARD_IMPORTS, ns)
+    exec(solved[0], ns)
+    exec(solved[1], ns)
+    assert "✔" in capsys.readouterr().out
+
+    ns = {}
+    exec(STANDARD_IMPORTS, ns)
+    try:
+        exec(generated[0], ns)
+    except NotImplementedError:
+        return  # a top-level exercise: the cell itself stops with the hint
+    with pytest.raises(CheckFailed, match="not implemented"):
+        exec(generated[1], ns)
+    assert "✘" in capsys.readouterr().out
+
+
+def test_every_solution_has_exercises():
+    for path in SOLUTIONS:
+        assert list(_exercise_pairs(nbtool.read(path))), f"{path.name} has no exercise"
+
+
+def test_checked_cells_have_outputs():
+    for path in SOLUTIONS:
+        for cell in nbtool.read(path).cells:
+            if cell.cell_type == "code" and cell.source.startswith("# NBVAL_CHECK_OUTPUT"):
+                assert cell.outputs, f"{path.name}: a NBVAL_CHECK_OUTPUT cell has no output to compare"
+                assert "perf_counter" not in cell.source, f"{path.name}: timings must never be compared by nbval"
