@@ -97,7 +97,8 @@ def validate_logits(logits: torch.Tensor, name: str = "logits", check_probabilit
 
     Raises:
         TypeError: not a tensor, or not floating point.
-        ValueError: fewer than 1 dimension, fewer than 2 classes, NaN/inf values, or probabilities.
+        ValueError: fewer than 1 dimension, fewer than 2 classes, no distribution at all (an empty leading
+            dimension), NaN/inf values, or probabilities.
     """
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}; wrap it with torch.as_tensor(...)")
@@ -108,6 +109,11 @@ def validate_logits(logits: torch.Tensor, name: str = "logits", check_probabilit
         )
     if logits.dim() < 1 or logits.shape[-1] < 2:
         raise ValueError(f"{name} must have shape (..., C) with C ≥ 2 classes on the last axis, got {tuple(logits.shape)}")
+    if logits.numel() == 0:
+        raise ValueError(
+            f"{name} holds no distribution at all (shape {tuple(logits.shape)}); the mean over positions would be "
+            "0/0 = NaN. Check the batch/sequence slicing upstream."
+        )
     with torch.no_grad():
         finite = torch.isfinite(logits)
         if not bool(finite.all()):
@@ -122,7 +128,7 @@ def validate_logits(logits: torch.Tensor, name: str = "logits", check_probabilit
                 "(lower the learning rate, check for fp16 overflow) or an upstream division by zero; "
                 "fix the source instead of masking it."
             )
-        if check_probabilities and logits.numel() > 0:
+        if check_probabilities:
             x = logits.detach().float()
             if bool((x >= 0).all()) and bool((x <= 1).all()) and torch.allclose(
                 x.sum(-1), torch.ones_like(x[..., 0]), atol=1e-3
@@ -311,7 +317,8 @@ def distillation_loss(
     if bool(bad.any()):
         raise ValueError(f"labels must lie in [0, {n_classes}) (or be ignore_index={ignore_index}); found "
                          f"{labels[bad].unique().tolist()[:5]}")
-    ce = F.cross_entropy(student_logits[valid], labels[valid])
+    # .long(): cross_entropy rejects int32/int16 targets, which the checks above rightly accept as class indices.
+    ce = F.cross_entropy(student_logits[valid], labels[valid].long())
     kd = soft_target_loss(student_logits, teacher_logits, t, direction=direction, mask=valid if leading else None)
     loss = (1.0 - alpha_kd) * ce + alpha_kd * kd
     return DistillationLoss(loss, ce, kd)
