@@ -60,7 +60,8 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 def select(name: str | None = None, verbose: bool = True) -> Profile:
     """Choose the profile: an explicit ``name``, else ``KD_PROFILE``, else auto-detection.
 
-    Auto-detection picks ``gpu`` only when CUDA is present *and* the hub answers; otherwise ``small``.
+    Auto-detection picks ``gpu`` only when CUDA is present *and* the hub answers (``HF_HUB_OFFLINE=1``, which
+    ``course.sh`` sets by default, counts as "does not answer"); otherwise ``small``.
 
     Args:
         name: ``"small"``, ``"gpu"`` or None (use ``KD_PROFILE`` / auto).
@@ -68,6 +69,7 @@ def select(name: str | None = None, verbose: bool = True) -> Profile:
 
     Raises:
         ValueError: for any other name, e.g. a typo in ``KD_PROFILE``.
+        TypeError: if ``name`` is neither a string nor None.
     """
     source = "argument"
     if name is None:
@@ -75,6 +77,8 @@ def select(name: str | None = None, verbose: bool = True) -> Profile:
         if env and env != "auto":
             name, source = env, "KD_PROFILE"
     if name is not None:
+        if not isinstance(name, str):
+            raise TypeError(f"profile name must be a string such as 'small' or 'gpu', got {type(name).__name__}")
         name = name.strip().lower()
         if name not in PROFILE_NAMES:
             raise ValueError(
@@ -88,7 +92,9 @@ def select(name: str | None = None, verbose: bool = True) -> Profile:
     elif not cuda_available():
         profile = Profile("small", "no CUDA device found, so the offline CPU-sized course runs", offline=True)
     elif not hub_reachable():
-        profile = Profile("small", "a CUDA device is present but the Hugging Face hub is unreachable", offline=True)
+        why = ("HF_HUB_OFFLINE=1 is set" if os.environ.get("HF_HUB_OFFLINE") == "1"
+               else "the Hugging Face hub is unreachable")
+        profile = Profile("small", f"a CUDA device is present but {why}", offline=True)
     else:
         profile = Profile("gpu", "a CUDA device is present and the Hugging Face hub is reachable", offline=False)
     if verbose:
