@@ -27,20 +27,18 @@ def set_offline(offline: bool = True) -> None:
     """Set (or clear) the Hugging Face offline variables.
 
     Raises:
-        RuntimeError: if going offline after ``transformers``/``datasets`` were already imported, where the
-            variables would be silently ignored.
+        RuntimeError: if going offline after ``transformers``/``datasets`` were already imported while the
+            variables were not yet set, where they would be silently ignored. (Calling it again once they are
+            set, e.g. re-running the set-up cell, is fine.)
     """
-    late = [m for m in ("transformers", "datasets", "huggingface_hub") if m in sys.modules]
+    # Decide *before* touching the environment: afterwards the variables are always "1".
+    already_offline = all(os.environ.get(v) == "1" for v in OFFLINE_VARIABLES)
+    late = [m for m in ("transformers", "datasets") if m in sys.modules]
     for var in OFFLINE_VARIABLES:
         if offline:
             os.environ[var] = "1"
         else:
             os.environ.pop(var, None)
-    if offline and late and not all(os.environ.get(v) == "1" for v in OFFLINE_VARIABLES):
-        raise RuntimeError(
-            f"{', '.join(late)} were imported before course_utils.setup(); the offline variables may be ignored. "
-            "Restart the kernel and run the set-up cell first."
-        )
     if offline and "huggingface_hub" in sys.modules:
         # huggingface_hub caches the flag at import; refresh it so a late setup() still takes effect.
         try:
@@ -49,19 +47,25 @@ def set_offline(offline: bool = True) -> None:
             constants.HF_HUB_OFFLINE = True
         except Exception:  # pragma: no cover - best effort only
             pass
+    if offline and late and not already_offline:
+        raise RuntimeError(
+            f"{', '.join(late)} were imported before course_utils.setup(); the offline variables may be ignored. "
+            "Restart the kernel and run the set-up cell first."
+        )
 
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch; optionally ask torch for deterministic kernels.
 
     Args:
-        seed: any non-negative integer.
+        seed: an integer in ``[0, 2**32 - 1]`` (NumPy's legacy seeding accepts no more).
         deterministic: if True, ``torch.use_deterministic_algorithms(True, warn_only=True)``: identical results
             run to run on the same hardware and thread count (CPU), at most a warning where no deterministic
             kernel exists.
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
+    seed = int(seed)  # random.seed rejects NumPy integers
     import torch
 
     random.seed(seed)
