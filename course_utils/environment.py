@@ -105,6 +105,11 @@ def setup(seed: int = 0, profile: str | None = None, verbose: bool = True) -> "P
 
     Returns:
         The selected :class:`course_utils.profiles.Profile`.
+
+    Raises:
+        ValueError: for an unknown profile name or an invalid seed.
+        RuntimeError: when an offline profile is chosen after ``transformers``/``datasets`` were imported
+            (see :func:`set_offline`): restart the kernel and run the set-up cell first.
     """
     from . import profiles
 
