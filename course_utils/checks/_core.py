@@ -20,15 +20,18 @@ The helpers are public within the package so that every notebook's checkers shar
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import itertools
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import torch
 
 __all__ = [
     "CheckFailed",
+    "checker",
+    "single_thread",
     "passed",
     "fail",
     "fn_name",
@@ -62,6 +65,37 @@ _MAX_ERROR_TEXT = 300
 
 class CheckFailed(AssertionError):
     """Raised by a checker when the learner's function is wrong; the message is the diagnosis."""
+
+
+_F = TypeVar("_F", bound=Callable[..., bool])
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block, then restore the previous setting.
+
+    Checkers evaluate hundreds of tiny tensor operations; on a busy machine torch's thread pool makes each of them
+    take milliseconds instead of microseconds (waking up workers for a 4 × 7 softmax), one thread does not.
+    """
+    previous = torch.get_num_threads()
+    if previous != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if previous != 1:
+            torch.set_num_threads(previous)
+
+
+def checker(func: _F) -> _F:
+    """Decorator for every ``check_*``: runs it under :func:`single_thread`."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> bool:
+        with single_thread():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------------- report
@@ -135,6 +169,9 @@ def _exception_hint(err: BaseException) -> str:
                 "x.max(dim=-1, keepdim=True).values or x.sum(dim=-1, keepdim=True)) so it broadcasts against x.")
     if "does not require grad" in text or "doesn't require grad" in text:
         return " Hint: don't detach the student's computation (.detach(), .item(), torch.no_grad())."
+    if "that requires grad" in text:
+        return (" Hint: stay in torch — .numpy(), .tolist() or .item() cut the computation graph, so no gradient "
+                "could reach the student's logits.")
     if "expected scalar type Long" in text:
         return " Hint: class labels must be integer (torch.long) indices."
     return ""

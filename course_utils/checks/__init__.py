@@ -1,0 +1,21 @@
+"""Exercise checkers: each ``check_*`` runs the learner's function, then prints "✔ …" and returns ``True``, or
+prints "✘ <specific diagnosis and how to fix it>" and raises :class:`CheckFailed` (an ``AssertionError``).
+
+Usage in a notebook's check cell::
+
+    course_utils.checks.check_stable_softmax(stable_softmax)
+
+An unsolved exercise (its body still raises ``NotImplementedError("<hint>")``) fails with
+"✘ `stable_softmax` is not implemented yet — <hint>". Passing anything but a function raises ``TypeError``.
+
+Notebooks 01–02 (:mod:`.basics`): ``check_stable_softmax``, ``check_entropy``, ``check_soft_target_loss``,
+``check_kd_gradient``, ``check_distillation_loss``.
+"""
+from ._core import CheckFailed
+from .basics import (
+    check_distillation_loss,
+    check_entropy,
+    check_kd_gradient,
+    check_soft_target_loss,
+    check_stable_softmax,
+)
