@@ -90,7 +90,7 @@ def test_setup_seeds_and_quiets():
     setup(seed=123, profile="small", verbose=False)
     a = torch.randn(5)
     setup(seed=123, profile="small", verbose=False)
-    torch.testing.assert_close(torch.randn(5), a)
+    assert torch.equal(torch.randn(5), a)
     assert torch.are_deterministic_algorithms_enabled()
     assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
     assert logging.getLogger("transformers").level == logging.ERROR
@@ -158,7 +158,7 @@ def test_seed_everything_is_reproducible():
     first = (torch.randn(4, 3), np.random.rand(3), random.random())
     seed_everything(7)
     second = (torch.randn(4, 3), np.random.rand(3), random.random())
-    torch.testing.assert_close(first[0], second[0], rtol=0, atol=0)
+    assert torch.equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
     assert first[2] == second[2]
     seed_everything(8)
@@ -169,7 +169,7 @@ def test_seed_everything_reproduces_a_model_init():
     seed_everything(3)
     w1 = torch.nn.Linear(4, 2).weight.detach().clone()
     seed_everything(3)
-    torch.testing.assert_close(torch.nn.Linear(4, 2).weight.detach(), w1, rtol=0, atol=0)
+    assert torch.equal(torch.nn.Linear(4, 2).weight.detach(), w1)
 
 
 def test_seed_everything_deterministic_flag():
