@@ -508,6 +508,13 @@ class TestDistillationLoss:
         out = distillation_loss(z, v, y, temperature=2.0, alpha_kd=0.5, direction="reverse")
         assert_close(out.kd, soft_target_loss(z, v, 2.0, direction="reverse"))
 
+    def test_unknown_direction(self):
+        z, v = logits(4, 5), logits(4, 5, seed=1)
+        with pytest.raises(ValueError, match="direction must be one of"):
+            distillation_loss(z, v, torch.tensor([1, 2, 3, 4]), direction="both")
+        with pytest.raises(ValueError, match="direction must be one of"):
+            distillation_loss(z, v, None, alpha_kd=1.0, direction="both")
+
     def test_ignore_index_excluded_from_both_terms(self):
         b, s, c = 2, 4, 6
         z, v = logits(b, s, c), logits(b, s, c, seed=1)
