@@ -10,6 +10,10 @@ An unsolved exercise (its body still raises ``NotImplementedError("<hint>")``) f
 
 Notebooks 01–02 (:mod:`.basics`): ``check_stable_softmax``, ``check_entropy``, ``check_soft_target_loss``,
 ``check_kd_gradient``, ``check_distillation_loss``.
+
+Notebook 03 (:mod:`.bert`): ``check_kd_compute_loss`` (the KD ``compute_loss`` of a ``Trainer`` subclass; pass the
+class), ``check_layer_copy_init`` (DistilBERT-style ``init_student(teacher, layers)``). They build tiny random BERT
+models, so they import ``transformers`` when first called.
 """
 from ._core import CheckFailed
 from .basics import (
@@ -19,3 +23,4 @@ from .basics import (
     check_soft_target_loss,
     check_stable_softmax,
 )
+from .bert import check_kd_compute_loss, check_layer_copy_init
