@@ -1,0 +1,187 @@
+"""The sentiment-distillation recipe of notebook 03, as functions notebooks 04–06 reuse (with a model cache).
+
+One :class:`SentimentTask` bundles the profile's recipe (:func:`course_utils.models.recipe`), the tokenizer and the
+tokenised splits (:func:`course_utils.data.load_sentiment`). On top of it:
+
+* :func:`teacher` — the fine-tuned teacher, from the cache or trained on demand (:func:`fine_tune_teacher`);
+* :func:`distillation_sets` — the teacher's logits added once to ``train`` and ``transfer`` (every student reuses
+  them), and the KD training set = labelled ``train`` + teacher-labelled ``transfer``;
+* :func:`train_student` / :func:`student` — one student ``kind`` (``"copy"`` or ``"fresh"``) trained with one
+  ``method``:
+
+  =========  ========================================================  ======================================
+  method     training data                                             loss
+  =========  ========================================================  ======================================
+  ``hard``   ``train`` (labelled)                                      CE on the labels
+  ``pseudo`` ``train`` + ``transfer`` with the teacher's argmax label  CE (hard teacher labels on transfer)
+  ``kd``     ``train`` + ``transfer`` with the teacher's logits        (1 − alpha_kd)·CE + alpha_kd·T²·KL
+  =========  ========================================================  ======================================
+
+  On ``transfer`` the CE term of ``kd`` uses the teacher's argmax (there is no human label), exactly as ``pseudo``
+  does, so ``pseudo`` vs ``kd`` isolates what the *soft* targets add.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import cache, data, models, trainer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datasets import Dataset, DatasetDict
+    from torch import nn
+
+__all__ = ["SentimentTask", "prepare", "fine_tune_teacher", "teacher", "distillation_sets", "train_student",
+           "student", "logits_of", "METHODS", "KINDS"]
+
+METHODS = ("hard", "pseudo", "kd")
+KINDS = ("copy", "fresh")
+
+
+@dataclass
+class SentimentTask:
+    """Everything the BERT notebooks share: profile name, recipe, tokenizer, tokenised splits and their sizes."""
+
+    profile: str
+    recipe: models.BertRecipe
+    tokenizer: Any
+    data: "DatasetDict"
+    sizes: dict
+    seed: int
+
+    def fingerprint(self, **extra: Any) -> dict:
+        """The settings a cached model depends on (recipe, split sizes and seed, plus ``extra``)."""
+        r = self.recipe
+        return {"recipe": {"teacher": r.teacher.split("/")[-1], "copy_student": r.copy_student,
+                           "copy_layers": list(r.copy_layers), "fresh_config": r.fresh_config,
+                           "max_length": r.max_length, "teacher_hparams": r.teacher_hparams},
+                "splits": self.sizes, "split_seed": self.seed, **extra}
+
+
+def prepare(profile: Any = None, *, n_train: int = 2000, n_validation: int = 1000, n_test: int = 2000,
+            n_transfer: int = 5000, seed: int = 0) -> SentimentTask:
+    """Load the recipe, tokenizer and tokenised splits of a profile (``Profile``, its name, or None → ``small``)."""
+    name = getattr(profile, "name", profile) or "small"
+    r = models.recipe(name)
+    tok = models.load_tokenizer(r)
+    sizes = dict(n_train=n_train, n_validation=n_validation, n_test=n_test, n_transfer=n_transfer)
+    raw = data.load_sentiment(name, seed=seed, **sizes)
+    return SentimentTask(profile=name, recipe=r, tokenizer=tok, data=data.tokenize(raw, tok, r.max_length),
+                         sizes=sizes, seed=seed)
+
+
+def _evaluate(model: "nn.Module", task: SentimentTask, split: str = "test") -> float:
+    ds = task.data[split]
+    return trainer.accuracy(trainer.predict_logits(model, ds, task.tokenizer), ds["label"])
+
+
+# ------------------------------------------------------------------------------------------------ teacher
+def fine_tune_teacher(task: SentimentTask, seed: int = 0) -> "tuple[nn.Module, dict]":
+    """Fine-tune the pretrained encoder + new classification head on ``train`` (CE only); return it and metrics.
+
+    The word embeddings stay frozen: a few thousand snippets cannot improve them, and on a CPU their optimizer
+    update costs as much as the rest of the step.
+    """
+    model = models.load_teacher(task.recipe, num_labels=2, seed=seed)
+    models.freeze_word_embeddings(model)
+    start = time.perf_counter()
+    tr = trainer.train_student(model, task.data["train"], task.tokenizer, alpha_kd=0.0, seed=seed,
+                               **task.recipe.teacher_hparams)
+    model.requires_grad_(True).eval()
+    metrics = {"train_seconds": round(time.perf_counter() - start, 1), "steps": tr.state.global_step,
+               "validation_accuracy": _evaluate(model, task, "validation")}
+    return model, metrics
+
+
+def teacher(task: SentimentTask, seed: int = 0, retrain: bool = False, verbose: bool = True) -> "tuple[nn.Module, dict]":
+    """The fine-tuned teacher and its metrics: from the cache if this exact recipe was trained before, else trained
+    now (≈ 2–3 min on 2 CPU cores in the ``small`` profile) and cached."""
+    from transformers import AutoModelForSequenceClassification
+
+    name, fp = "sentiment-teacher", task.fingerprint(seed=seed)
+    hit = None if retrain else cache.load(name, AutoModelForSequenceClassification, fp, task.profile)
+    if hit is not None:
+        if verbose:
+            print(f"teacher loaded from the cache ({cache.model_dir(name, task.profile)})")
+        return hit
+    if verbose:
+        print("no cached teacher for this recipe: fine-tuning it now …")
+    model, metrics = fine_tune_teacher(task, seed=seed)
+    cache.save(model, name, fp, metrics, task.profile, tokenizer=task.tokenizer)
+    return model, metrics
+
+
+# -------------------------------------------------------------------------------------------- students
+def distillation_sets(task: SentimentTask, teacher_model: "nn.Module") -> "dict[str, Dataset]":
+    """Training sets for every method, with the teacher's logits computed once.
+
+    Returns:
+        ``{"hard": train, "pseudo": train + transfer (teacher labels), "kd": train + transfer (+ teacher_logits)}``;
+        the ``kd`` set has a ``teacher_logits`` column, ``pseudo`` has the same rows and labels without it.
+    """
+    from datasets import concatenate_datasets
+
+    tok = task.tokenizer
+    train_l = trainer.add_teacher_logits(task.data["train"], teacher_model, tok)
+    transfer_l = trainer.add_teacher_logits(task.data["transfer"], teacher_model, tok)  # label = teacher argmax
+    transfer_l = transfer_l.select_columns(train_l.column_names).cast(train_l.features)
+    kd = concatenate_datasets([train_l, transfer_l])
+    return {"hard": task.data["train"], "pseudo": kd.remove_columns(trainer.TEACHER_LOGITS), "kd": kd}
+
+
+def _student_hparams(task: SentimentTask, kind: str) -> dict:
+    return dict(task.recipe.student_hparams if kind == "copy" else task.recipe.fresh_hparams)
+
+
+def train_student(task: SentimentTask, teacher_model: "nn.Module", sets: "dict[str, Dataset]", kind: str,
+                  method: str, seed: int = 0, temperature: float = 2.0, alpha_kd: float = 0.5,
+                  **hparams: Any) -> "tuple[nn.Module, dict]":
+    """Train one student (``kind`` × ``method``, see the module docstring); return it and its metrics.
+
+    ``hparams`` override the recipe's (e.g. ``max_steps=…`` for a step-matched control). Copy students keep the
+    teacher's frozen word embeddings; fresh students train theirs.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown student kind {kind!r}; expected one of {KINDS}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    model = models.load_student(task.recipe, kind, teacher_model, seed=seed)
+    if kind == "copy":
+        models.freeze_word_embeddings(model)
+    settings = {**_student_hparams(task, kind), **hparams}
+    start = time.perf_counter()
+    tr = trainer.train_student(model, sets[method], task.tokenizer, teacher=None,
+                               temperature=temperature, alpha_kd=alpha_kd if method == "kd" else 0.0,
+                               seed=seed, **settings)
+    model.eval()
+    metrics = {"train_seconds": round(time.perf_counter() - start, 1), "steps": tr.state.global_step,
+               "examples": len(sets[method]), "test_accuracy": _evaluate(model, task, "test")}
+    return model, metrics
+
+
+def student(task: SentimentTask, teacher_model: "nn.Module", kind: str, method: str, seed: int = 0,
+            temperature: float = 2.0, alpha_kd: float = 0.5, sets: "dict[str, Dataset] | None" = None,
+            retrain: bool = False, **hparams: Any) -> "tuple[nn.Module, dict]":
+    """Like :func:`train_student`, through the cache (name ``sentiment-<kind>-<method>-s<seed>``)."""
+    from transformers import AutoModelForSequenceClassification
+
+    name = f"sentiment-{kind}-{method}-s{seed}"
+    fp = task.fingerprint(kind=kind, method=method, seed=seed, temperature=temperature,
+                          alpha_kd=alpha_kd if method == "kd" else 0.0,
+                          hparams={**_student_hparams(task, kind), **hparams})
+    hit = None if retrain else cache.load(name, AutoModelForSequenceClassification, fp, task.profile)
+    if hit is not None:
+        return hit
+    if sets is None:
+        sets = distillation_sets(task, teacher_model)
+    model, metrics = train_student(task, teacher_model, sets, kind, method, seed, temperature, alpha_kd, **hparams)
+    cache.save(model, name, fp, metrics, task.profile)
+    return model, metrics
+
+
+def logits_of(model: "nn.Module", task: SentimentTask, split: str = "test") -> np.ndarray:
+    """``(N, 2)`` logits of ``model`` on a split, in the split's order."""
+    return trainer.predict_logits(model, task.data[split], task.tokenizer)
