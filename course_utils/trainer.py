@@ -334,6 +334,9 @@ def train_student(
         temperature=temperature, alpha_kd=alpha_kd, train_dataset=train_dataset, eval_dataset=eval_dataset,
         processing_class=tokenizer,
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log dict; log_history keeps them
     trainer.train()
     student.eval()
     return trainer
