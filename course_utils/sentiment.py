@@ -62,7 +62,7 @@ class SentimentTask:
 
 
 def prepare(profile: Any = None, *, n_train: int = 2000, n_validation: int = 1000, n_test: int = 2000,
-            n_transfer: int = 5000, seed: int = 0) -> SentimentTask:
+            n_transfer: int = 4000, seed: int = 0) -> SentimentTask:
     """Load the recipe, tokenizer and tokenised splits of a profile (``Profile``, its name, or None → ``small``)."""
     name = getattr(profile, "name", profile) or "small"
     r = models.recipe(name)
@@ -169,7 +169,8 @@ def student(task: SentimentTask, teacher_model: "nn.Module", kind: str, method: 
     from transformers import AutoModelForSequenceClassification
 
     name = f"sentiment-{kind}-{method}-s{seed}"
-    fp = task.fingerprint(kind=kind, method=method, seed=seed, temperature=temperature,
+    fp = task.fingerprint(kind=kind, method=method, seed=seed,  # T and alpha_kd only matter to kd
+                          temperature=temperature if method == "kd" else None,
                           alpha_kd=alpha_kd if method == "kd" else 0.0,
                           hparams={**_student_hparams(task, kind), **hparams})
     hit = None if retrain else cache.load(name, AutoModelForSequenceClassification, fp, task.profile)
