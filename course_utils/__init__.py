@@ -8,6 +8,12 @@ Modules (each has one job):
 - ``losses``      – temperature softmax, soft-target KD loss, the combined ``alpha_kd`` loss, KL directions.
 - ``checks``      – exercise checkers that print ✔ or a specific diagnosis.
 - ``nbtool``      – turns ``solutions/`` into exercise ``notebooks/`` (``python -m course_utils.nbtool``).
+- ``digits``      – scikit-learn digits, small MLPs and a KD-capable training loop (notebooks 01–02).
+- ``data``        – the movie-review sentiment ``DatasetDict`` (train / validation / test / unlabelled transfer).
+- ``models``      – BERT recipes per profile, DistilBERT-style layer-copy init, sizes, CPU latency benchmark.
+- ``trainer``     – ``DistillationTrainer``, a ``transformers.Trainer`` subclass for KD, and its helpers.
+- ``cache``       – trained models saved under the course cache with the fingerprint of their recipe.
+- ``sentiment``   – notebook 03's recipe (teacher, teacher logits once, students) for notebooks 03–06.
 
 Conventions used everywhere in the course (code names in brackets):
 
@@ -25,7 +31,8 @@ from typing import Any
 # offline environment variables before those libraries are first imported.
 from .environment import setup, device, seed_everything  # noqa: F401
 
-__all__ = ["setup", "device", "seed_everything", "profiles", "assets", "losses", "checks", "nbtool"]
+__all__ = ["setup", "device", "seed_everything", "profiles", "assets", "losses", "checks", "nbtool", "digits", "data",
+           "models", "trainer", "cache", "sentiment"]
 __version__ = "0.1.0"
 
 

@@ -141,6 +141,9 @@ def train_student(task: SentimentTask, teacher_model: "nn.Module", sets: "dict[s
                   **hparams: Any) -> "tuple[nn.Module, dict]":
     """Train one student (``kind`` × ``method``, see the module docstring); return it and its metrics.
 
+    Metrics: ``train_seconds``, ``steps``, ``examples``, ``test_accuracy`` and ``test_logits`` (``(N_test, 2)`` as
+    nested lists, in the test split's order).
+
     ``hparams`` override the recipe's (e.g. ``max_steps=…`` for a step-matched control). Copy students keep the
     teacher's frozen word embeddings; fresh students train theirs.
     """
@@ -157,8 +160,11 @@ def train_student(task: SentimentTask, teacher_model: "nn.Module", sets: "dict[s
                                temperature=temperature, alpha_kd=alpha_kd if method == "kd" else 0.0,
                                seed=seed, **settings)
     model.eval()
+    test_logits = logits_of(model, task, "test")
     metrics = {"train_seconds": round(time.perf_counter() - start, 1), "steps": tr.state.global_step,
-               "examples": len(sets[method]), "test_accuracy": _evaluate(model, task, "test")}
+               "examples": len(sets[method]),
+               "test_accuracy": trainer.accuracy(test_logits, task.data["test"]["label"]),
+               "test_logits": test_logits.round(5).tolist()}  # kept with the cached model: no second pass needed
     return model, metrics
 
 

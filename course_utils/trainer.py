@@ -343,8 +343,8 @@ def train_student(
 
 
 # --------------------------------------------------------------------------------------------- inference
-@torch.no_grad()
-def predict_logits(model: "nn.Module", dataset: "Dataset", tokenizer: Any, batch_size: int = 128) -> np.ndarray:
+@torch.inference_mode()
+def predict_logits(model: "nn.Module", dataset: "Dataset", tokenizer: Any, batch_size: int = 256) -> np.ndarray:
     """Logits of ``model`` for every example of a tokenised ``dataset``, in the dataset's order (float32, ``(N, C)``).
 
     Batches are formed from length-sorted examples (little padding), and the model runs in eval mode.
