@@ -24,12 +24,7 @@ HINT = "pop the labels, run both models, combine CE and KD (hint text 43)"
 KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def assert_fails(check: Callable, fn, *keywords: str, capsys=None) -> str:

@@ -42,12 +42,7 @@ TINY_HPARAMS = dict(max_steps=2, per_device_train_batch_size=8, learning_rate=1e
 REAL_RECIPE = models.recipe
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ------------------------------------------------------------------------------------------------ fixtures

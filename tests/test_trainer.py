@@ -33,12 +33,7 @@ POSITIVE, NEGATIVE = ["good", "great", "fun"], ["bad", "awful", "boring"]
 FILLER = ["the", "a", "movie", "film", "plot", "is", "was", "very", "not"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
