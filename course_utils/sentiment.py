@@ -74,8 +74,7 @@ def prepare(profile: Any = None, *, n_train: int = 2000, n_validation: int = 100
 
 
 def _evaluate(model: "nn.Module", task: SentimentTask, split: str = "test") -> float:
-    ds = task.data[split]
-    return trainer.accuracy(trainer.predict_logits(model, ds, task.tokenizer), ds["label"])
+    return trainer.accuracy(logits_of(model, task, split), task.data[split]["label"])
 
 
 # ------------------------------------------------------------------------------------------------ teacher
