@@ -195,10 +195,8 @@ class DistillationTrainer(Trainer):
         self.temperature = losses.validate_temperature(temperature)
         self.alpha_kd = losses.validate_alpha_kd(alpha_kd)
         self.teacher_logits_column = teacher_logits_column
-        self.teacher_source = check_distillation_setup(
-            model, teacher_model, kwargs.get("processing_class"), kwargs.get("train_dataset"), self.alpha_kd,
-            teacher_logits_column,
-        )
+        self.teacher_source = self.check_setup(model, teacher_model, kwargs.get("processing_class"),
+                                               kwargs.get("train_dataset"))
         if self.output_hidden_states and self.teacher_source != "teacher":
             raise ValueError(f"{type(self).__name__} matches hidden states, which precomputed logits do not have: "
                              "pass teacher_model=... and a training set without a teacher_logits column")
@@ -210,6 +208,16 @@ class DistillationTrainer(Trainer):
             self.teacher.to(self.args.device)
             self._teacher_keys = set(inspect.signature(self.teacher.forward).parameters)
         self._terms: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def check_setup(self, student: "nn.Module", teacher: "nn.Module | None", tokenizer: Any,
+                    train_dataset: Any) -> str:
+        """Validate the set-up before training and return the teacher-logits source (:func:`check_distillation_setup`).
+
+        Subclasses whose teacher targets look different (notebook 05: causal LMs, cached top-k logits, a teacher
+        with another tokenizer) override it; ``self.alpha_kd`` and ``self.teacher_logits_column`` are set already.
+        """
+        return check_distillation_setup(student, teacher, tokenizer, train_dataset, self.alpha_kd,
+                                        self.teacher_logits_column)
 
     # Keep the teacher-logits column when the Trainer drops columns the student's forward() does not accept.
     def _set_signature_columns_if_needed(self) -> None:
