@@ -132,16 +132,21 @@ def check_distillation_setup(
                 f"on both sides. Create the student with num_labels={n_teacher} (and the same label order)."
             )
     if source == "column":
-        first = np.asarray(train_dataset[0][teacher_logits_column], dtype=np.float64)
+        # a sample of rows, not just the first: one row of logits can sum to 1 by accident, many rows cannot
+        sample = train_dataset.select(range(min(len(train_dataset), 256)))[teacher_logits_column]
+        rows = [np.asarray(r, dtype=np.float64) for r in sample]
+        first = rows[0] if rows else np.zeros(0)
         if first.ndim != 1 or (n_student is not None and first.shape[0] != n_student):
             raise ValueError(
                 f"the '{teacher_logits_column}' column holds vectors of shape {first.shape} but the student predicts "
                 f"{n_student} labels: these logits come from a teacher with a different label set."
             )
-        if np.isclose(first.sum(), 1.0) and (first >= 0).all():
+        as_probs = sum(bool(np.isclose(r.sum(), 1.0) and (r >= 0).all()) for r in rows)
+        if rows and as_probs >= 0.9 * len(rows):
             raise ValueError(
-                f"the '{teacher_logits_column}' column looks like probabilities (non-negative, summing to 1), not raw "
-                "logits; KD would apply softmax to them again (the double-softmax bug). Store the teacher's logits."
+                f"the '{teacher_logits_column}' column looks like probabilities (non-negative, summing to 1 in "
+                f"{as_probs} of the {len(rows)} rows checked), not raw logits; KD would apply softmax to them again "
+                "(the double-softmax bug). Store the teacher's logits."
             )
     models = [("student", student)] + ([("teacher", teacher)] if teacher is not None and source == "teacher" else [])
     top = _dataset_max_token(train_dataset)

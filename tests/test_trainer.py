@@ -233,6 +233,14 @@ def test_setup_column_errors(train_set, tokenizer):
     probs = train_set.add_column(tr.TEACHER_LOGITS, [[0.25, 0.75]] * len(train_set))
     with pytest.raises(ValueError, match="looks like probabilities"):
         check_distillation_setup(bert(), None, tokenizer, probs)
+    # a first row that happens to sum to 1 does not condemn real logits
+    mixed = train_set.add_column(tr.TEACHER_LOGITS, [[0.25, 0.75]] + [[2.0, -1.0]] * (len(train_set) - 1))
+    assert check_distillation_setup(bert(), None, tokenizer, mixed) == "column"
+    # probabilities everywhere but the first row are still caught
+    late = train_set.add_column(tr.TEACHER_LOGITS, [[2.0, -1.0]] + [[0.25, 0.75]] * (len(train_set) - 1))
+    assert len(train_set) >= 10
+    with pytest.raises(ValueError, match="looks like probabilities"):
+        check_distillation_setup(bert(), None, tokenizer, late)
     three = train_set.add_column(tr.TEACHER_LOGITS, [[1.0, 0.0, -1.0]] * len(train_set))
     with pytest.raises(ValueError, match=r"shape \(3,\) but the student predicts 2 labels"):
         check_distillation_setup(bert(), None, tokenizer, three)
