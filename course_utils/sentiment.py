@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 __all__ = ["SentimentTask", "prepare", "fine_tune_teacher", "teacher", "distillation_sets", "train_student",
-           "student", "logits_of", "METHODS", "KINDS"]
+           "student", "logits_of", "weights_digest", "METHODS", "KINDS"]
 
 METHODS = ("hard", "pseudo", "kd")
 KINDS = ("copy", "fresh")
@@ -52,13 +52,18 @@ class SentimentTask:
     sizes: dict
     seed: int
 
-    def fingerprint(self, **extra: Any) -> dict:
-        """The settings a cached model depends on (recipe, split sizes and seed, plus ``extra``)."""
+    def fingerprint(self, splits: "tuple[str, ...] | None" = None, **extra: Any) -> dict:
+        """The settings a cached model depends on (recipe, split sizes and seed, plus ``extra``).
+
+        ``splits`` limits the sizes to the splits the model learns from (e.g. the teacher never sees ``transfer``,
+        so a different transfer size must not invalidate it); None → all of them.
+        """
         r = self.recipe
+        sizes = {k: v for k, v in self.sizes.items() if splits is None or k.removeprefix("n_") in splits}
         return {"recipe": {"teacher": r.teacher.split("/")[-1], "copy_student": r.copy_student,
                            "copy_layers": list(r.copy_layers), "fresh_config": r.fresh_config,
                            "max_length": r.max_length, "teacher_hparams": r.teacher_hparams},
-                "splits": self.sizes, "split_seed": self.seed, **extra}
+                "splits": sizes, "split_seed": self.seed, **extra}
 
 
 def prepare(profile: Any = None, *, n_train: int = 2000, n_validation: int = 1000, n_test: int = 2000,
@@ -100,7 +105,9 @@ def teacher(task: SentimentTask, seed: int = 0, retrain: bool = False, verbose: 
     now (≈ 2–3 min on 2 CPU cores in the ``small`` profile) and cached."""
     from transformers import AutoModelForSequenceClassification
 
-    name, fp = "sentiment-teacher", task.fingerprint(seed=seed)
+    # The splits are drawn test, validation, train, transfer in that order, so the teacher's training data does not
+    # depend on the transfer size: leave it out of the key.
+    name, fp = "sentiment-teacher", task.fingerprint(splits=("train", "validation", "test"), seed=seed)
     hit = None if retrain else cache.load(name, AutoModelForSequenceClassification, fp, task.profile)
     if hit is not None:
         if verbose:
@@ -174,18 +181,35 @@ def student(task: SentimentTask, teacher_model: "nn.Module", kind: str, method: 
     from transformers import AutoModelForSequenceClassification
 
     name = f"sentiment-{kind}-{method}-s{seed}"
-    fp = task.fingerprint(kind=kind, method=method, seed=seed,  # T and alpha_kd only matter to kd
+    fp = task.fingerprint(kind=kind, method=method, seed=seed, teacher=weights_digest(teacher_model),
+                          # T and alpha_kd only matter to kd
                           temperature=temperature if method == "kd" else None,
                           alpha_kd=alpha_kd if method == "kd" else 0.0,
                           hparams={**_student_hparams(task, kind), **hparams})
     hit = None if retrain else cache.load(name, AutoModelForSequenceClassification, fp, task.profile)
     if hit is not None:
+        if kind == "copy":  # as when it was trained (see train_student), so further training behaves the same
+            models.freeze_word_embeddings(hit[0])
         return hit
     if sets is None:
         sets = distillation_sets(task, teacher_model)
     model, metrics = train_student(task, teacher_model, sets, kind, method, seed, temperature, alpha_kd, **hparams)
     cache.save(model, name, fp, metrics, task.profile)
     return model, metrics
+
+
+def weights_digest(model: "nn.Module") -> str:
+    """A short hash of every parameter and buffer of ``model``: students cached for one teacher are not reused for
+    another one (e.g. a teacher retrained with a different seed or fine-tuned further)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.blake2b(digest_size=8)
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def logits_of(model: "nn.Module", task: SentimentTask, split: str = "test") -> np.ndarray:

@@ -11,6 +11,7 @@ Every training run is 2 steps of 8 examples; the course cache lives in a tempora
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 import types
@@ -191,6 +192,20 @@ def test_fingerprint(task):
     assert fp["recipe"]["teacher_hparams"] == TINY_HPARAMS
 
 
+def test_fingerprint_of_some_splits(task):
+    fp = task.fingerprint(splits=("train", "test"), seed=0)
+    assert fp["splits"] == {"n_train": SIZES["n_train"], "n_test": SIZES["n_test"]}
+
+
+def test_weights_digest(teacher_model):
+    digest = sentiment.weights_digest(teacher_model)
+    assert isinstance(digest, str) and len(digest) == 16 and digest == sentiment.weights_digest(teacher_model)
+    other = copy.deepcopy(teacher_model)
+    with torch.no_grad():
+        other.classifier.bias.add_(1e-3)
+    assert sentiment.weights_digest(other) != digest
+
+
 def test_fine_tune_teacher(task, teacher_model):
     assert isinstance(teacher_model, BertForSequenceClassification)
     assert teacher_model.config.num_labels == 2 and teacher_model.config.num_hidden_layers == 4
@@ -233,6 +248,9 @@ def test_teacher_cache_depends_on_the_splits(env, fresh_cache, monkeypatch):
     sentiment.teacher(sentiment.prepare(**SIZES), verbose=False)
     assert len(calls) == 1
     sentiment.teacher(sentiment.prepare(**{**SIZES, "n_train": 14}), verbose=False)
+    assert len(calls) == 2
+    # the teacher never sees the transfer split (drawn after train), so its size does not invalidate the teacher
+    sentiment.teacher(sentiment.prepare(**{**SIZES, "n_train": 14, "n_transfer": 4}), verbose=False)
     assert len(calls) == 2
 
 
@@ -319,6 +337,24 @@ def test_student_caches_per_kind_method_seed(task, teacher_model, sets, fresh_ca
 
     sentiment.student(task, teacher_model, "copy", "kd", sets=sets, retrain=True)
     assert len(calls) == 5
+
+    # loaded from the cache, a copy student is set up as when it was trained: word embeddings frozen
+    cached, _ = sentiment.student(task, teacher_model, "copy", "kd", sets=sets)
+    assert len(calls) == 5 and not cached.get_input_embeddings().weight.requires_grad
+    fresh, _ = sentiment.student(task, teacher_model, "fresh", "kd", sets=sets)
+    assert fresh.get_input_embeddings().weight.requires_grad
+
+
+def test_student_cache_depends_on_the_teacher_weights(task, teacher_model, sets, fresh_cache, monkeypatch):
+    calls = counting(monkeypatch, "train_student")
+    sentiment.student(task, teacher_model, "fresh", "hard", sets=sets)
+    other = copy.deepcopy(teacher_model)
+    with torch.no_grad():
+        other.classifier.bias.add_(1e-3)
+    sentiment.student(task, other, "fresh", "hard", sets=sets)  # another teacher: not the cached student
+    assert len(calls) == 2
+    sentiment.student(task, teacher_model, "fresh", "hard", sets=sets)
+    assert len(calls) == 3  # one cache slot per name: the first teacher's student was replaced
 
 
 def test_student_cache_invalidated_by_kd_settings(task, teacher_model, sets, fresh_cache, monkeypatch):
