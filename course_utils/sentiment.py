@@ -9,16 +9,18 @@ tokenised splits (:func:`course_utils.data.load_sentiment`). On top of it:
 * :func:`train_student` / :func:`student` — one student ``kind`` (``"copy"`` or ``"fresh"``) trained with one
   ``method``:
 
-  =========  ========================================================  ======================================
-  method     training data                                             loss
-  =========  ========================================================  ======================================
-  ``hard``   ``train`` (labelled)                                      CE on the labels
-  ``pseudo`` ``train`` + ``transfer`` with the teacher's argmax label  CE (hard teacher labels on transfer)
-  ``kd``     ``train`` + ``transfer`` with the teacher's logits        (1 − alpha_kd)·CE + alpha_kd·T²·KL
-  =========  ========================================================  ======================================
+  ===============  ========================================================  ====================================
+  method           training data                                             loss
+  ===============  ========================================================  ====================================
+  ``hard``         ``train`` (labelled)                                      CE on the labels
+  ``kd_labelled``  ``train`` with the teacher's logits (same data as hard)   (1 − alpha_kd)·CE + alpha_kd·T²·KL
+  ``pseudo``       ``train`` + ``transfer`` with the teacher's argmax label  CE (hard teacher labels on transfer)
+  ``kd``           ``train`` + ``transfer`` with the teacher's logits        (1 − alpha_kd)·CE + alpha_kd·T²·KL
+  ===============  ========================================================  ====================================
 
-  On ``transfer`` the CE term of ``kd`` uses the teacher's argmax (there is no human label), exactly as ``pseudo``
-  does, so ``pseudo`` vs ``kd`` isolates what the *soft* targets add.
+  ``hard`` vs ``kd_labelled`` compares hard and soft targets on exactly the same examples. On ``transfer`` the CE
+  term of ``kd`` uses the teacher's argmax (there is no human label), exactly as ``pseudo`` does, so ``pseudo`` vs
+  ``kd`` isolates what the *soft* targets add to the extra, teacher-labelled text.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SentimentTask", "prepare", "fine_tune_teacher", "teacher", "distillation_sets", "train_student",
            "student", "logits_of", "weights_digest", "METHODS", "KINDS"]
 
-METHODS = ("hard", "pseudo", "kd")
+METHODS = ("hard", "kd_labelled", "pseudo", "kd")
+KD_METHODS = ("kd_labelled", "kd")  # the methods with a KD term (temperature and alpha_kd matter)
 KINDS = ("copy", "fresh")
 
 
@@ -67,7 +70,7 @@ class SentimentTask:
 
 
 def prepare(profile: Any = None, *, n_train: int = 2000, n_validation: int = 1000, n_test: int = 2000,
-            n_transfer: int = 4000, seed: int = 0) -> SentimentTask:
+            n_transfer: int = 5000, seed: int = 0) -> SentimentTask:
     """Load the recipe, tokenizer and tokenised splits of a profile (``Profile``, its name, or None → ``small``)."""
     name = getattr(profile, "name", profile) or "small"
     r = models.recipe(name)
@@ -125,8 +128,9 @@ def distillation_sets(task: SentimentTask, teacher_model: "nn.Module") -> "dict[
     """Training sets for every method, with the teacher's logits computed once.
 
     Returns:
-        ``{"hard": train, "pseudo": train + transfer (teacher labels), "kd": train + transfer (+ teacher_logits)}``;
-        the ``kd`` set has a ``teacher_logits`` column, ``pseudo`` has the same rows and labels without it.
+        ``{"hard": train, "kd_labelled": train (+ teacher_logits), "pseudo": train + transfer (teacher labels),
+        "kd": train + transfer (+ teacher_logits)}``; the ``kd`` set has a ``teacher_logits`` column, ``pseudo`` has
+        the same rows and labels without it.
     """
     from datasets import concatenate_datasets
 
@@ -135,7 +139,8 @@ def distillation_sets(task: SentimentTask, teacher_model: "nn.Module") -> "dict[
     transfer_l = trainer.add_teacher_logits(task.data["transfer"], teacher_model, tok)  # label = teacher argmax
     transfer_l = transfer_l.select_columns(train_l.column_names).cast(train_l.features)
     kd = concatenate_datasets([train_l, transfer_l])
-    return {"hard": task.data["train"], "pseudo": kd.remove_columns(trainer.TEACHER_LOGITS), "kd": kd}
+    return {"hard": task.data["train"], "kd_labelled": train_l,
+            "pseudo": kd.remove_columns(trainer.TEACHER_LOGITS), "kd": kd}
 
 
 def _student_hparams(task: SentimentTask, kind: str) -> dict:
@@ -163,7 +168,7 @@ def train_student(task: SentimentTask, teacher_model: "nn.Module", sets: "dict[s
     settings = {**_student_hparams(task, kind), **hparams}
     start = time.perf_counter()
     tr = trainer.train_student(model, sets[method], task.tokenizer, teacher=None,
-                               temperature=temperature, alpha_kd=alpha_kd if method == "kd" else 0.0,
+                               temperature=temperature, alpha_kd=alpha_kd if method in KD_METHODS else 0.0,
                                seed=seed, **settings)
     model.eval()
     test_logits = logits_of(model, task, "test")
@@ -183,8 +188,8 @@ def student(task: SentimentTask, teacher_model: "nn.Module", kind: str, method: 
     name = f"sentiment-{kind}-{method}-s{seed}"
     fp = task.fingerprint(kind=kind, method=method, seed=seed, teacher=weights_digest(teacher_model),
                           # T and alpha_kd only matter to kd
-                          temperature=temperature if method == "kd" else None,
-                          alpha_kd=alpha_kd if method == "kd" else 0.0,
+                          temperature=temperature if method in KD_METHODS else None,
+                          alpha_kd=alpha_kd if method in KD_METHODS else 0.0,
                           hparams={**_student_hparams(task, kind), **hparams})
     hit = None if retrain else cache.load(name, AutoModelForSequenceClassification, fp, task.profile)
     if hit is not None:

@@ -255,9 +255,13 @@ def test_teacher_cache_depends_on_the_splits(env, fresh_cache, monkeypatch):
 
 
 def test_distillation_sets(task, teacher_model, sets):
-    assert set(sets) == {"hard", "pseudo", "kd"}
+    assert set(sets) == set(sentiment.METHODS) == {"hard", "kd_labelled", "pseudo", "kd"}
     n_train, n_transfer = SIZES["n_train"], SIZES["n_transfer"]
     assert sets["hard"] is task.data["train"]
+    # kd_labelled: exactly the hard-label rows and labels, plus the teacher's logits
+    assert list(sets["kd_labelled"]["text"]) == list(task.data["train"]["text"])
+    assert list(sets["kd_labelled"]["label"]) == list(task.data["train"]["label"])
+    assert sets["kd_labelled"][trainer.TEACHER_LOGITS] == sets["kd"].select(range(n_train))[trainer.TEACHER_LOGITS]
     assert len(sets["hard"]) == n_train and len(sets["pseudo"]) == len(sets["kd"]) == n_train + n_transfer
     assert trainer.TEACHER_LOGITS in sets["kd"].column_names
     assert trainer.TEACHER_LOGITS not in sets["pseudo"].column_names
@@ -289,10 +293,10 @@ def test_train_student(task, teacher_model, sets, kind, method, monkeypatch):
 
     monkeypatch.setattr(trainer, "train_student", spy)
     model, metrics = sentiment.train_student(task, teacher_model, sets, kind, method, temperature=3.0, alpha_kd=0.7)
-    # kd: alpha_kd > 0 on the precomputed logits (no live teacher); hard/pseudo: alpha_kd = 0, CE only
+    # kd, kd_labelled: alpha_kd > 0 on the precomputed logits (no live teacher); hard/pseudo: alpha_kd = 0, CE only
     (call,) = seen
     assert call["dataset"] is sets[method] and call["teacher"] is None and call["temperature"] == 3.0
-    assert call["alpha_kd"] == (0.7 if method == "kd" else 0.0)
+    assert call["alpha_kd"] == (0.7 if method in ("kd", "kd_labelled") else 0.0)
     hparams = task.recipe.student_hparams if kind == "copy" else task.recipe.fresh_hparams
     assert {k: call[k] for k in hparams} == hparams
     assert isinstance(model, BertForSequenceClassification) and not model.training
@@ -380,6 +384,9 @@ def test_student_cache_ignores_kd_settings_without_kd(task, teacher_model, sets,
     sentiment.student(task, teacher_model, "fresh", "hard", sets=sets, alpha_kd=0.9)
     sentiment.student(task, teacher_model, "fresh", "hard", sets=sets, temperature=4.0)
     assert len(calls) == 1
+    sentiment.student(task, teacher_model, "fresh", "kd_labelled", sets=sets)
+    sentiment.student(task, teacher_model, "fresh", "kd_labelled", sets=sets, alpha_kd=0.9)  # kd_labelled has a KD term
+    assert len(calls) == 3
 
 
 def test_student_computes_the_sets_when_not_given(task, teacher_model, fresh_cache, monkeypatch):
