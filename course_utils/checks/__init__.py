@@ -24,3 +24,4 @@ from .basics import (
     check_stable_softmax,
 )
 from .bert import check_kd_compute_loss, check_layer_copy_init
+from .strategies import check_ensemble_soft_targets, check_mutual_learning_losses
