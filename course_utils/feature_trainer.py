@@ -1,0 +1,489 @@
+"""Feature distillation in practice: a ``DistillationTrainer`` with hidden-state and attention losses, narrow BERT
+students, CKA between two models' layers, and a small CNN training loop for FitNets hints and attention transfer.
+
+:class:`FeatureDistillationTrainer` extends notebook 03's :class:`course_utils.trainer.DistillationTrainer`:
+
+    loss = (1 − alpha_kd)·CE + alpha_kd·T²·KL(p ‖ q)                         (the logit part, unchanged)
+         + hidden_weight    · mean over pairs (s, t) of  L_hidden(W_st · h_s, h_t)
+         + attention_weight · mean over pairs (s, t) of  L_attn(A_s, A_t)
+
+* h = ``hidden_states`` of both models (``output_hidden_states=True``), A = their ``attentions``
+  (``output_attentions=True``; both models are switched to the ``"eager"`` attention implementation during training,
+  because ``sdpa`` does not return attention maps, and switched back afterwards);
+* L_hidden is :func:`course_utils.features.hint_loss` (``"mse"``) or :func:`~course_utils.features.hidden_cosine_loss`
+  (``"cosine"``); L_attn is :func:`~course_utils.features.attention_map_loss` (``"mse"`` or ``"kl"``);
+* W_st is a learned ``nn.Linear`` per matched pair when the widths differ (:attr:`projections`). It is added to the
+  Trainer's optimizer (its own parameter group, with the same learning-rate schedule) and trained with the student,
+  but it is never part of the student: ``trainer.model`` and whatever you save from it do not contain it.
+
+The teacher runs live (no precomputed logits): the features of every batch are needed. Every loss part is logged
+(``ce``, ``kd``, ``hidden``, ``attention``).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import features, losses
+from . import trainer as kd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datasets import Dataset
+
+__all__ = [
+    "FeatureDistillationTrainer",
+    "train_with_features",
+    "NARROW_STUDENTS",
+    "narrow_student",
+    "hidden_states_of",
+    "cka_between",
+    "fitnets_stage1",
+    "train_cnn",
+    "cnn_accuracy",
+]
+
+HIDDEN_LOSSES = ("mse", "cosine")
+
+
+def _weight(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number ≥ 0, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number ≥ 0, got {value}")
+    return value
+
+
+class FeatureDistillationTrainer(kd.DistillationTrainer):
+    """``DistillationTrainer`` + hidden-state and attention-map losses on chosen layer pairs.
+
+    Args:
+        model: the student (a ``transformers`` encoder classifier, e.g. ``BertForSequenceClassification``).
+        args: ``TrainingArguments`` (see :func:`course_utils.trainer.training_args`).
+        teacher_model: the teacher (required: its hidden states are computed live for every batch).
+        hidden_pairs: ``[(student_index, teacher_index), …]`` in ``hidden_states`` indexing (0 = embeddings), e.g.
+            from :func:`course_utils.features.layer_map`; validated against both models' layer counts.
+        hidden_weight: weight of the hidden-state term (0 = off).
+        hidden_loss: ``"mse"`` (FitNets/TinyBERT) or ``"cosine"`` (DistilBERT).
+        attention_pairs: layer pairs for the attention term (layers 1…L; ``attentions[i − 1]`` is layer i).
+        attention_weight: weight of the attention term (0 = off).
+        attention_loss: ``"mse"`` (TinyBERT) or ``"kl"`` (MiniLM).
+        projection_seed: seeds the projections' initial weights (default: ``args.seed``).
+        temperature, alpha_kd, **kwargs: as for :class:`~course_utils.trainer.DistillationTrainer`.
+
+    Attributes:
+        projections: ``nn.ModuleDict`` ``{"s{i}_t{j}": nn.Linear(H_s, H_t)}`` for the hidden pairs whose widths
+            differ (empty when they agree).
+
+    Raises:
+        ValueError: no teacher, precomputed logits instead of a teacher, layer pairs outside either model, an
+            unknown loss name, head counts that differ for the attention loss, or every weight zero with nothing
+            else to learn from.
+        TypeError: weights that are not numbers.
+    """
+
+    output_hidden_states = True
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: Any = None,
+        *,
+        teacher_model: nn.Module | None = None,
+        hidden_pairs: Sequence[tuple[int, int]] | None = None,
+        hidden_weight: float = 0.0,
+        hidden_loss: str = "mse",
+        attention_pairs: Sequence[tuple[int, int]] | None = None,
+        attention_weight: float = 0.0,
+        attention_loss: str = "kl",
+        projection_seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if model is None:
+            raise ValueError("FeatureDistillationTrainer needs the student model as `model`")
+        if teacher_model is None:
+            raise ValueError("feature distillation needs the teacher itself (teacher_model=...): its hidden states "
+                             "and attention maps are computed live for every batch, precomputed logits are not enough")
+        self.hidden_weight = _weight(hidden_weight, "hidden_weight")
+        self.attention_weight = _weight(attention_weight, "attention_weight")
+        if hidden_loss not in HIDDEN_LOSSES:
+            raise ValueError(f"hidden_loss must be one of {HIDDEN_LOSSES}, got {hidden_loss!r}")
+        if attention_loss not in features.ATTENTION_KINDS:
+            raise ValueError(f"attention_loss must be one of {features.ATTENTION_KINDS}, got {attention_loss!r}")
+        self.hidden_loss, self.attention_loss = hidden_loss, attention_loss
+        n_s, n_t = features.num_layers(model), features.num_layers(teacher_model)
+        if self.hidden_weight > 0 and not hidden_pairs:
+            raise ValueError("hidden_weight > 0 needs hidden_pairs, e.g. features.layer_map(n_student, n_teacher)")
+        if self.attention_weight > 0 and not attention_pairs:
+            raise ValueError("attention_weight > 0 needs attention_pairs, e.g. features.layer_map(n_student, n_teacher)")
+        self.hidden_pairs = features.check_layer_map(hidden_pairs, n_s, n_t) if hidden_pairs else []
+        self.attention_pairs = (features.check_layer_map(attention_pairs, n_s, n_t, attention=True)
+                                if attention_pairs else [])
+        if self.attention_weight > 0:
+            h_s = getattr(model.config, "num_attention_heads", None)
+            h_t = getattr(teacher_model.config, "num_attention_heads", None)
+            if h_s != h_t:
+                raise ValueError(f"the attention loss matches heads one to one, but the student has {h_s} heads and "
+                                 f"the teacher {h_t}: build the student with num_attention_heads={h_t} (any width "
+                                 f"divisible by {h_t} works)")
+            if getattr(model.config, "attention_probs_dropout_prob", 0.0):
+                warnings.warn("the student uses attention dropout: in training mode the attention maps it returns are "
+                              "the dropped-out ones, so the attention loss compares noisy maps. Build the student with "
+                              "attention_probs_dropout_prob=0.0.", stacklevel=2)
+        super().__init__(model=model, args=args, teacher_model=teacher_model, **kwargs)
+        w_s, w_t = features.hidden_width(model), features.hidden_width(teacher_model)
+        seed = self.args.seed if projection_seed is None else projection_seed
+        self.projections = nn.ModuleDict()
+        if self.hidden_weight > 0 and w_s != w_t:
+            for k, (i, j) in enumerate(self.hidden_pairs):
+                self.projections[f"s{i}_t{j}"] = features.make_projection(w_s, w_t, seed=seed + k)
+        self.projections.to(self.args.device)
+        self._needs_attentions = self.attention_weight > 0
+
+    # ------------------------------------------------------------------------------------ the optimizer
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer for the student, plus a parameter group for the projections.
+
+        Without this the projections would keep their random initial weights (the Trainer only optimises
+        ``self.model``'s parameters) and the hidden-state loss would fight a fixed random map. The scheduler, created
+        after the optimizer, applies the same warm-up and decay to the new group.
+        """
+        optimizer = super().create_optimizer(model)
+        present = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [p for p in self.projections.parameters() if id(p) not in present]
+        if missing:
+            optimizer.add_param_group({"params": missing, "weight_decay": self.args.weight_decay})
+        return optimizer
+
+    # ------------------------------------------------------------------------------------- training run
+    @contextlib.contextmanager
+    def _attention_maps(self):
+        """Eager attention on both models inside the block when attention maps are matched (``sdpa``, the default,
+        returns none), then each model's previous implementation again."""
+        models = [self.model, self.teacher] if self._needs_attentions else []
+        previous = [m.config._attn_implementation for m in models]
+        for m in models:
+            m.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            for m, impl in zip(models, previous):
+                m.set_attn_implementation(impl)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train`` (projections in train mode, eager attention while it runs when maps are matched)."""
+        self.projections.train()
+        with self._attention_maps():
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """``Trainer.evaluate``; the evaluation loss includes the feature terms."""
+        with self._attention_maps():
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.predict`` (as :meth:`evaluate`)."""
+        with self._attention_maps():
+            return super().predict(*args, **kwargs)
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if self._needs_attentions:
+            inputs = {**inputs, "output_attentions": True}
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if return_outputs:  # evaluation gathers every output tensor: keep only the logits, not 2L+1 feature tensors
+            loss, student_outputs = out
+            return loss, type(student_outputs)(logits=student_outputs.logits)
+        return out
+
+    def teacher_outputs(self, inputs: dict[str, torch.Tensor], precomputed: torch.Tensor | None) -> Any:
+        """The frozen teacher's logits, hidden states and (when matched) attention maps for this batch."""
+        self.teacher.eval()
+        kw = {k: v for k, v in inputs.items()
+              if k in self._teacher_keys and k not in ("output_hidden_states", "output_attentions")}
+        with torch.no_grad():
+            return self.teacher(**kw, output_hidden_states=True, output_attentions=self._needs_attentions)
+
+    def loss_terms(self, student_outputs: Any, teacher_outputs: Any, labels: torch.Tensor | None,
+                   inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The logit terms of :class:`~course_utils.trainer.DistillationTrainer` plus ``hidden`` and ``attention``."""
+        if teacher_outputs is None:  # alpha_kd = 0: the base class skipped the teacher, but the features need it
+            teacher_outputs = self.teacher_outputs(inputs, None)
+        terms = super().loss_terms(student_outputs, teacher_outputs, labels, inputs)
+        mask = inputs.get("attention_mask")
+        loss = terms["loss"]
+        if self.hidden_weight > 0:
+            terms["hidden"] = self.hidden_term(student_outputs.hidden_states, teacher_outputs.hidden_states, mask)
+            loss = loss + self.hidden_weight * terms["hidden"]
+        if self.attention_weight > 0:
+            terms["attention"] = self.attention_term(student_outputs.attentions, teacher_outputs.attentions, mask)
+            loss = loss + self.attention_weight * terms["attention"]
+        terms["loss"] = loss
+        return terms
+
+    def hidden_term(self, student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor],
+                    mask: torch.Tensor | None) -> torch.Tensor:
+        """Mean over :attr:`hidden_pairs` of the hidden-state loss (through the pair's projection, if any)."""
+        fn = features.hint_loss if self.hidden_loss == "mse" else features.hidden_cosine_loss
+        parts = [fn(student_hidden[i], teacher_hidden[j], self.projections[f"s{i}_t{j}"]
+                    if f"s{i}_t{j}" in self.projections else None, mask)
+                 for i, j in self.hidden_pairs]
+        return torch.stack(parts).mean()
+
+    def attention_term(self, student_attn: Sequence[torch.Tensor], teacher_attn: Sequence[torch.Tensor],
+                       mask: torch.Tensor | None) -> torch.Tensor:
+        """Mean over :attr:`attention_pairs` of the attention-map loss (layer i ↔ ``attentions[i − 1]``)."""
+        if not student_attn or not teacher_attn:
+            raise RuntimeError("the models returned no attention maps: they must use the 'eager' attention "
+                               "implementation (FeatureDistillationTrainer.train switches to it)")
+        parts = [features.attention_map_loss(student_attn[i - 1], teacher_attn[j - 1], mask, kind=self.attention_loss)
+                 for i, j in self.attention_pairs]
+        return torch.stack(parts).mean()
+
+
+def train_with_features(
+    student: nn.Module,
+    train_dataset: "Dataset",
+    tokenizer: Any,
+    *,
+    teacher: nn.Module,
+    hidden_pairs: Sequence[tuple[int, int]] | None = None,
+    hidden_weight: float = 0.0,
+    hidden_loss: str = "mse",
+    attention_pairs: Sequence[tuple[int, int]] | None = None,
+    attention_weight: float = 0.0,
+    attention_loss: str = "kl",
+    temperature: float = 2.0,
+    alpha_kd: float = 0.5,
+    seed: int = 0,
+    **hparams: Any,
+) -> FeatureDistillationTrainer:
+    """Train ``student`` with :class:`FeatureDistillationTrainer` (the course's ``training_args`` + ``hparams``).
+
+    Same conventions as :func:`course_utils.trainer.train_student`: the trained model is ``trainer.model`` (left in
+    eval mode), the loss parts are in ``trainer.state.log_history``; the trained projections stay on
+    ``trainer.projections`` and are not part of the student. ``train_dataset`` must not carry a
+    ``teacher_logits`` column (the teacher runs live).
+    """
+    cls = functools.partial(FeatureDistillationTrainer, hidden_pairs=hidden_pairs, hidden_weight=hidden_weight,
+                            hidden_loss=hidden_loss, attention_pairs=attention_pairs,
+                            attention_weight=attention_weight, attention_loss=attention_loss)
+    return kd.train_student(student, train_dataset, tokenizer, teacher=teacher, temperature=temperature,
+                            alpha_kd=alpha_kd, seed=seed, trainer_class=cls, **hparams)
+
+
+# ============================================================================================ narrow students
+NARROW_STUDENTS: dict[str, dict[str, Any]] = {
+    # Half the teacher's width and depth, the teacher's 12 heads (so attention maps can be matched head by head),
+    # no attention dropout (the attention loss would otherwise compare dropped-out maps).
+    "small": dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=12, intermediate_size=768,
+                  attention_probs_dropout_prob=0.0),
+    "gpu": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+                attention_probs_dropout_prob=0.0),
+}
+"""Shape of the freshly initialised narrow student per profile (``BertConfig`` keyword arguments)."""
+
+
+def narrow_student(teacher: nn.Module, profile: str = "small", seed: int = 0, **overrides: Any) -> nn.Module:
+    """A randomly initialised ``BertForSequenceClassification``, narrower than ``teacher`` (see
+    :data:`NARROW_STUDENTS`), with the teacher's vocabulary, label count and position range; ``overrides`` change
+    any ``BertConfig`` field."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    if profile not in NARROW_STUDENTS:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(NARROW_STUDENTS)}")
+    shape = {**NARROW_STUDENTS[profile], **overrides}
+    config = BertConfig(vocab_size=teacher.get_input_embeddings().num_embeddings,
+                        num_labels=teacher.config.num_labels,
+                        max_position_embeddings=teacher.config.max_position_embeddings,
+                        pad_token_id=teacher.config.pad_token_id, **shape)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return BertForSequenceClassification(config)
+
+
+# ================================================================================================ CKA
+@torch.inference_mode()
+def hidden_states_of(model: nn.Module, dataset: "Dataset", tokenizer: Any, batch_size: int = 128) -> list[torch.Tensor]:
+    """Every layer's representation of every real token of ``dataset``: a list of L + 1 ``(n_tokens, H)`` tensors.
+
+    Rows follow the dataset's order and, within an example, its tokens; padding is left out, so two models that
+    share a tokenizer give row-aligned matrices (what :func:`course_utils.features.linear_cka` needs).
+    """
+    if "input_ids" not in dataset.column_names:
+        raise ValueError("the dataset is not tokenised (no input_ids column); run course_utils.data.tokenize first")
+    keys = set(inspect.signature(model.forward).parameters)
+    cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names and c in keys]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    per_layer: list[list[torch.Tensor]] = []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            rows = dataset[start:start + batch_size]
+            batch = tokenizer.pad([{c: rows[c][i] for c in cols} for i in range(len(rows[cols[0]]))],
+                                  return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = model(**batch, output_hidden_states=True)
+            for layer, h in enumerate(out.hidden_states):
+                if len(per_layer) <= layer:
+                    per_layer.append([])
+                per_layer[layer].append(features.token_features(h.float(), batch["attention_mask"]).cpu())
+    finally:
+        model.train(was_training)
+    return [torch.cat(chunks) for chunks in per_layer]
+
+
+def cka_between(student: nn.Module, teacher: nn.Module, dataset: "Dataset", tokenizer: Any,
+                teacher_states: list[torch.Tensor] | None = None) -> np.ndarray:
+    """Linear CKA between every student layer (rows, 0 = embeddings) and every teacher layer (columns) on the real
+    tokens of ``dataset``. Pass ``teacher_states`` (from :func:`hidden_states_of`) to reuse the teacher's pass."""
+    t_states = teacher_states if teacher_states is not None else hidden_states_of(teacher, dataset, tokenizer)
+    return features.cka_matrix(hidden_states_of(student, dataset, tokenizer), t_states)
+
+
+# ================================================================================================= CNNs
+def _batches(n: int, batch_size: int, gen: torch.Generator):
+    order = torch.randperm(n, generator=gen)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def _check_images(x: torch.Tensor, y: torch.Tensor | None) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a tensor of images (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+    if y is not None and (not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],)):
+        raise ValueError(f"y must be a tensor of {x.shape[0]} labels, got {getattr(y, 'shape', type(y).__name__)}")
+
+
+def fitnets_stage1(student: nn.Module, teacher: nn.Module, x: torch.Tensor, *, student_block: int,
+                   teacher_block: int, epochs: int = 3, lr: float = 1e-3, batch_size: int = 128,
+                   seed: int = 0) -> tuple[nn.Module, list[float]]:
+    """FitNets stage 1 (Romero et al. 2015): train the student's blocks up to its *guided* block, plus a 1×1
+    convolution regressor, so that they predict the teacher's *hint* block: min mean((r(F_s) − F_t)²).
+
+    Only ``student.blocks[:student_block + 1]`` and the regressor are updated (labels are not used). Stage 2 then
+    trains the whole student with KD from these weights (e.g. :func:`train_cnn` with ``alpha_kd > 0``).
+
+    Args:
+        student, teacher: CNNs with ``features(x)`` → list of block outputs (``course_utils.vision.SmallCNN``).
+        student_block / teacher_block: indices into those lists; the maps must have the same spatial size.
+
+    Returns:
+        ``(regressor, mean hint loss per epoch)``.
+    """
+    _check_images(x, None)
+    for name, model in (("student", student), ("teacher", teacher)):
+        if not callable(getattr(model, "features", None)):
+            raise TypeError(f"the {name} must expose features(x) → list of block outputs (course_utils.vision CNNs)")
+    was_training = student.training
+    student.eval()  # a probe in train mode would update the BatchNorm statistics of every block
+    teacher.eval()
+    with torch.no_grad():
+        probe_s, probe_t = student.features(x[:2]), teacher.features(x[:2])
+    student.train(was_training)
+    for name, idx, maps in (("student_block", student_block, probe_s), ("teacher_block", teacher_block, probe_t)):
+        if not 0 <= idx < len(maps):
+            raise ValueError(f"{name}={idx} is out of range: the model has {len(maps)} blocks (0…{len(maps) - 1})")
+    fs, ft = probe_s[student_block], probe_t[teacher_block]
+    if fs.shape[-2:] != ft.shape[-2:]:
+        raise ValueError(f"the guided block's maps are {tuple(fs.shape[-2:])} but the hint block's "
+                         f"{tuple(ft.shape[-2:])}: choose blocks of the same resolution")
+    regressor = features.make_projection(fs.shape[1], ft.shape[1], conv=True, seed=seed)
+    blocks = getattr(student, "blocks")[: student_block + 1]
+    params = list(blocks.parameters()) + list(regressor.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    teacher.eval()
+    student.train()
+    history = []
+    for _ in range(epochs):
+        total = 0.0
+        for idx in _batches(len(x), batch_size, gen):
+            with torch.no_grad():
+                target = teacher.features(x[idx])[teacher_block]
+            h = x[idx]
+            for block in blocks:
+                h = block(h)
+            loss = features.hint_loss(h, target, regressor)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        history.append(total / len(x))
+    student.eval()
+    return regressor, history
+
+
+def train_cnn(student: nn.Module, x: torch.Tensor, y: torch.Tensor, *, teacher: nn.Module | None = None,
+              alpha_kd: float = 0.0, temperature: float = 4.0, at_pairs: Sequence[tuple[int, int]] = (),
+              at_weight: float = 0.0, epochs: int = 5, lr: float = 1e-3, batch_size: int = 128,
+              seed: int = 0) -> list[float]:
+    """Train a CNN on ``(1 − alpha_kd)·CE + alpha_kd·T²·KL + at_weight · mean_pairs AT(F_s, F_t)`` with Adam.
+
+    Args:
+        teacher: needed when ``alpha_kd > 0`` or ``at_weight > 0``; run live in eval mode under ``no_grad``.
+        at_pairs: ``(student_block, teacher_block)`` pairs for :func:`course_utils.features.attention_transfer_loss`
+            (same spatial size; channels may differ).
+        seed: seeds the mini-batch order.
+
+    Returns:
+        The mean training loss of each epoch.
+    """
+    _check_images(x, y)
+    alpha_kd = losses.validate_alpha_kd(alpha_kd)
+    temperature = losses.validate_temperature(temperature)
+    at_weight = _weight(at_weight, "at_weight")
+    if (alpha_kd > 0 or at_weight > 0) and teacher is None:
+        raise ValueError("alpha_kd > 0 or at_weight > 0 needs a teacher")
+    if at_weight > 0 and not at_pairs:
+        raise ValueError("at_weight > 0 needs at_pairs, e.g. [(0, 0), (1, 1)] (student block, teacher block)")
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    if teacher is not None:
+        teacher.eval()
+    history = []
+    student.train()
+    for _ in range(epochs):
+        total = 0.0
+        for idx in _batches(len(x), batch_size, gen):
+            xb, yb = x[idx], y[idx]
+            logits, maps = student.forward_features(xb) if at_weight > 0 else (student(xb), None)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits, t_maps = teacher.forward_features(xb) if at_weight > 0 else (teacher(xb), None)
+                loss = losses.distillation_loss(logits, t_logits, yb, temperature=temperature, alpha_kd=alpha_kd).loss
+            else:
+                loss = F.cross_entropy(logits, yb)
+            if at_weight > 0:
+                at = torch.stack([features.attention_transfer_loss(maps[i], t_maps[j]) for i, j in at_pairs]).mean()
+                loss = loss + at_weight * at
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        history.append(total / len(x))
+    student.eval()
+    return history
+
+
+@torch.no_grad()
+def cnn_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of a CNN on ``(x, y)`` in eval mode."""
+    _check_images(x, y)
+    was_training = model.training
+    model.eval()
+    correct = sum(int((model(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]).sum())
+                  for i in range(0, len(x), batch_size))
+    model.train(was_training)
+    return correct / len(x)
+

@@ -1,0 +1,329 @@
+"""Unit tests for course_utils.feature_trainer on tiny BERTs (teacher 4 × 32, student 2 × 16, 2 heads) and tiny CNNs:
+the loss is what the docstring says, the projections are trained (they are in the optimizer) but never part of the
+student, attention maps need (and get) eager attention, every set-up error, CKA helpers, and the CNN loops."""
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from course_utils import data, features, losses
+from course_utils import feature_trainer as ft
+from course_utils import trainer as kd
+from course_utils.feature_trainer import FeatureDistillationTrainer
+
+from datasets import Dataset  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizer  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + \
+    "the a movie film plot is was very not good great fun bad awful boring".split()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(VOCAB) + "\n")
+    return BertTokenizer(str(path))
+
+
+@pytest.fixture(scope="module")
+def train_set(tokenizer):
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(VOCAB[5:]) for _ in range(rng.randint(1, 9))) for _ in range(32)]
+    return data.tokenize(Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(32)]}), tokenizer,
+                         max_length=16)
+
+
+def bert(layers, hidden, seed, heads=2, **config):
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+               intermediate_size=2 * hidden, num_labels=2, max_position_embeddings=64, initializer_range=0.2,
+               attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0)
+    cfg.update(config)
+    return BertForSequenceClassification(BertConfig(**cfg))
+
+
+def args(tmp_path, **overrides):
+    kw = dict(output_dir=str(tmp_path), max_steps=3, logging_steps=1, per_device_train_batch_size=8,
+              learning_rate=1e-2)
+    kw.update(overrides)
+    return kd.training_args(**kw)
+
+
+_DEFAULT = object()
+
+
+def make_trainer(tmp_path, train_set, tokenizer, student=None, teacher=_DEFAULT, **kw):
+    student = student if student is not None else bert(2, 16, seed=1)
+    teacher = bert(4, 32, seed=2) if teacher is _DEFAULT else teacher
+    defaults = dict(hidden_pairs=features.layer_map(2, 4, include_embeddings=True), hidden_weight=1.0,
+                    attention_pairs=features.layer_map(2, 4), attention_weight=1.0)
+    defaults.update(kw)
+    return FeatureDistillationTrainer(model=student, args=args(tmp_path), teacher_model=teacher,
+                                      train_dataset=train_set, processing_class=tokenizer, **defaults)
+
+
+def batch(train_set, tokenizer, n=8):
+    rows = train_set.select(range(n))
+    feats = [{k: rows[k][i] for k in ("input_ids", "attention_mask", "token_type_ids", "label")} for i in range(n)]
+    out = tokenizer.pad(feats, return_tensors="pt")
+    out["labels"] = out.pop("label")
+    return dict(out)
+
+
+# ================================================================================================ the loss
+@pytest.mark.parametrize("hidden_loss, attention_loss", [("mse", "kl"), ("cosine", "mse")])
+def test_loss_is_logit_kd_plus_weighted_feature_terms(tmp_path, train_set, tokenizer, hidden_loss, attention_loss):
+    tr = make_trainer(tmp_path, train_set, tokenizer, hidden_weight=0.7, attention_weight=2.0, hidden_loss=hidden_loss,
+                      attention_loss=attention_loss, alpha_kd=0.4, temperature=3.0)
+    inputs = batch(train_set, tokenizer)
+    with tr._attention_maps():
+        tr.model.train()
+        loss = tr.compute_loss(tr.model, inputs)
+        feats = {k: v for k, v in inputs.items() if k != "labels"}
+        s = tr.model(**feats, output_hidden_states=True, output_attentions=True)
+        with torch.no_grad():
+            t = tr.teacher(**feats, output_hidden_states=True, output_attentions=True)
+    mask = inputs["attention_mask"]
+    fn = features.hint_loss if hidden_loss == "mse" else features.hidden_cosine_loss
+    hidden = torch.stack([fn(s.hidden_states[i], t.hidden_states[j], tr.projections[f"s{i}_t{j}"], mask)
+                          for i, j in [(0, 0), (1, 2), (2, 4)]]).mean()
+    attention = torch.stack([features.attention_map_loss(s.attentions[i - 1], t.attentions[j - 1], mask,
+                                                         kind=attention_loss) for i, j in [(1, 2), (2, 4)]]).mean()
+    logit = losses.distillation_loss(s.logits, t.logits, inputs["labels"], temperature=3.0, alpha_kd=0.4).loss
+    assert torch.allclose(loss, logit + 0.7 * hidden + 2.0 * attention, rtol=1e-5, atol=1e-6)
+    logged = tr._terms["train"]
+    assert {"ce", "kd", "hidden", "attention"} <= set(logged)
+
+
+def test_training_trains_projections_and_keeps_them_out_of_the_student(tmp_path, train_set, tokenizer):
+    tr = make_trainer(tmp_path, train_set, tokenizer)
+    assert sorted(tr.projections) == ["s0_t0", "s1_t2", "s2_t4"]
+    assert all(isinstance(p, nn.Linear) and p.in_features == 16 and p.out_features == 32 for p in tr.projections.values())
+    before = {k: v.detach().clone() for k, v in tr.projections.state_dict().items()}
+    teacher_before = {k: v.clone() for k, v in tr.teacher.state_dict().items()}
+    tr.train()
+    in_optimizer = {id(p) for g in tr.optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in in_optimizer for p in tr.projections.parameters()), "projections missing from the optimizer"
+    after = tr.projections.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before), "the projections were not trained"
+    assert all(torch.equal(teacher_before[k], v) for k, v in tr.teacher.state_dict().items()), "teacher changed"
+    assert not any("proj" in k for k in tr.model.state_dict()), "projections leaked into the student"
+    logs = [entry for entry in tr.state.log_history if "loss" in entry]
+    assert logs and all({"ce", "kd", "hidden", "attention"} <= set(entry) for entry in logs)
+    # the same learning-rate schedule for every group (linear decay to 0 at the last step)
+    assert len({g["lr"] for g in tr.optimizer.param_groups}) == 1
+
+
+def test_projection_group_added_only_once_and_to_a_given_optimizer(tmp_path, train_set, tokenizer):
+    tr = make_trainer(tmp_path, train_set, tokenizer)
+    opt = tr.create_optimizer()
+    n_groups = len(opt.param_groups)
+    assert tr.create_optimizer() is opt and len(opt.param_groups) == n_groups
+
+
+def test_attention_implementation_switched_for_training_and_restored(tmp_path, train_set, tokenizer):
+    tr = make_trainer(tmp_path, train_set, tokenizer)
+    seen = []
+    original = tr.compute_loss
+
+    def spy(model, inputs, **kw):
+        seen.append((tr.model.config._attn_implementation, tr.teacher.config._attn_implementation))
+        return original(model, inputs, **kw)
+
+    tr.compute_loss = spy
+    impl = tr.model.config._attn_implementation
+    tr.train()
+    assert seen and set(seen) == {("eager", "eager")}
+    assert tr.model.config._attn_implementation == impl and tr.teacher.config._attn_implementation == impl
+    metrics = tr.evaluate(train_set)  # evaluation also needs the maps; only the logits are gathered
+    assert {"eval_hidden", "eval_attention", "eval_loss"} <= set(metrics)
+    assert tr.model.config._attn_implementation == impl
+
+
+def test_hint_only_stage_with_alpha_zero_still_runs_the_teacher(tmp_path, train_set, tokenizer):
+    tr = make_trainer(tmp_path, train_set, tokenizer, alpha_kd=0.0, attention_weight=0.0, attention_pairs=None)
+    inputs = batch(train_set, tokenizer)
+    tr.model.train()
+    loss = tr.compute_loss(tr.model, inputs)
+    assert "hidden" in tr._terms["train"] and "attention" not in tr._terms["train"]
+    ce = tr._terms["train"]["ce"][-1]
+    assert float(loss.detach()) == pytest.approx(ce + tr._terms["train"]["hidden"][-1], rel=1e-3)
+
+
+def test_equal_widths_need_no_projection(tmp_path, train_set, tokenizer):
+    tr = make_trainer(tmp_path, train_set, tokenizer, student=bert(2, 32, seed=1), hidden_loss="cosine",
+                      attention_weight=0.0, attention_pairs=None)
+    assert len(tr.projections) == 0
+    tr.train()
+    assert all("hidden" in e for e in tr.state.log_history if "loss" in e)
+
+
+def test_train_with_features_returns_trained_student(tmp_path, train_set, tokenizer):
+    student, teacher = bert(2, 16, seed=1), bert(4, 32, seed=2)
+    w0 = student.classifier.weight.detach().clone()
+    tr = ft.train_with_features(student, train_set, tokenizer, teacher=teacher,
+                                hidden_pairs=features.layer_map(2, 4), hidden_weight=1.0, seed=0,
+                                output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8)
+    assert tr.model is student and not student.training
+    assert not torch.equal(w0, student.classifier.weight)
+    assert tr.state.global_step == 2
+
+
+# ================================================================================================= errors
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(teacher=None), ValueError, "needs the teacher itself"),
+    (dict(hidden_pairs=None), ValueError, "needs hidden_pairs"),
+    (dict(attention_pairs=None), ValueError, "needs attention_pairs"),
+    (dict(hidden_pairs=[(3, 4)]), ValueError, "student index 3.*2 layers"),
+    (dict(hidden_pairs=[(1, 5)]), ValueError, "teacher index 5.*4 layers"),
+    (dict(attention_pairs=[(0, 0)]), ValueError, "attention maps exist for layers 1"),
+    (dict(hidden_loss="l1"), ValueError, "hidden_loss must be one of"),
+    (dict(attention_loss="cos"), ValueError, "attention_loss must be one of"),
+    (dict(hidden_weight=-1.0), ValueError, "≥ 0"),
+    (dict(attention_weight="1"), TypeError, "number"),
+    (dict(student_heads=4), ValueError, "4 heads and the teacher 2"),
+])
+def test_setup_errors(tmp_path, train_set, tokenizer, kw, error, match):
+    teacher = kw.pop("teacher", _DEFAULT)
+    student = bert(2, 16, seed=1, heads=kw.pop("student_heads", 2))
+    with pytest.raises(error, match=match):
+        make_trainer(tmp_path, train_set, tokenizer, student=student, teacher=teacher, **kw)
+
+
+def test_precomputed_logits_are_refused(tmp_path, train_set, tokenizer):
+    teacher = bert(4, 32, seed=2)
+    with_logits = kd.add_teacher_logits(train_set, teacher, tokenizer)
+    with pytest.raises(ValueError, match="hidden states"):
+        make_trainer(tmp_path, with_logits, tokenizer, teacher=teacher)
+
+
+def test_no_student_is_an_error(tmp_path, train_set, tokenizer):
+    with pytest.raises(ValueError, match="student model"):
+        FeatureDistillationTrainer(model=None, args=args(tmp_path), teacher_model=bert(4, 32, seed=2))
+
+
+def test_attention_dropout_warns(tmp_path, train_set, tokenizer):
+    with pytest.warns(UserWarning, match="attention dropout"):
+        make_trainer(tmp_path, train_set, tokenizer, student=bert(2, 16, seed=1, attention_probs_dropout_prob=0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_trainer(tmp_path, train_set, tokenizer, student=bert(2, 16, seed=1, attention_probs_dropout_prob=0.1),
+                     attention_weight=0.0, attention_pairs=None)
+
+
+# ================================================================================================= students
+def test_narrow_student_shapes():
+    teacher = bert(4, 32, seed=2)
+    s = ft.narrow_student(teacher, seed=3, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=32)
+    assert isinstance(s, BertForSequenceClassification)
+    assert s.config.hidden_size == 16 and s.config.num_hidden_layers == 2 and s.config.num_labels == 2
+    assert s.get_input_embeddings().num_embeddings == len(VOCAB)
+    assert s.config.attention_probs_dropout_prob == 0.0
+    again = ft.narrow_student(teacher, seed=3, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=32)
+    assert all(torch.equal(a, b) for a, b in zip(s.state_dict().values(), again.state_dict().values()))
+    assert ft.NARROW_STUDENTS["small"]["num_attention_heads"] == 12  # MiniLM's heads, for the attention loss
+    with pytest.raises(ValueError, match="unknown profile"):
+        ft.narrow_student(teacher, profile="tpu")
+
+
+# ===================================================================================================== CKA
+def test_hidden_states_of_and_cka(train_set, tokenizer):
+    teacher, student = bert(4, 32, seed=2), bert(2, 16, seed=1)
+    states = ft.hidden_states_of(teacher, train_set, tokenizer, batch_size=5)
+    n_tokens = sum(len(x) for x in train_set["input_ids"])
+    assert len(states) == 5 and all(s.shape == (n_tokens, 32) for s in states)
+    assert teacher.training, "the model's train/eval mode is restored"
+    noisy = bert(4, 32, seed=2, hidden_dropout_prob=0.5)
+    first, second = ft.hidden_states_of(noisy, train_set, tokenizer), ft.hidden_states_of(noisy, train_set, tokenizer)
+    assert all(torch.equal(a, b) for a, b in zip(first, second)), "hidden states must be computed in eval mode"
+    mat = ft.cka_between(student, teacher, train_set, tokenizer, teacher_states=states)
+    assert mat.shape == (3, 5) and np.all((mat >= 0) & (mat <= 1 + 1e-9))
+    self_sim = ft.cka_between(teacher, teacher, train_set, tokenizer)
+    assert np.allclose(np.diag(self_sim), 1.0)
+    with pytest.raises(ValueError, match="not tokenised"):
+        ft.hidden_states_of(teacher, Dataset.from_dict({"text": ["a"]}), tokenizer)
+
+
+# ===================================================================================================== CNNs
+@pytest.fixture(scope="module")
+def images():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(48, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (48,), generator=gen)
+    return x, y
+
+
+def test_fitnets_stage1_trains_only_the_guided_blocks(images):
+    from course_utils.vision import make_cnn
+
+    x, _ = images
+    teacher, student = make_cnn((8, 16), seed=0).eval(), make_cnn((4, 8, 8), seed=1)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    regressor, history = ft.fitnets_stage1(student, teacher, x, student_block=0, teacher_block=0, epochs=3,
+                                           lr=1e-2, batch_size=16, seed=0)
+    assert isinstance(regressor, nn.Conv2d) and regressor.in_channels == 4 and regressor.out_channels == 8
+    assert len(history) == 3 and history[-1] < history[0]
+    after = student.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("blocks.0.") for k in changed)
+
+
+def test_fitnets_stage1_errors(images):
+    from course_utils.vision import make_cnn
+
+    x, _ = images
+    teacher, student = make_cnn((8, 16), seed=0), make_cnn((4, 8), seed=1)
+    with pytest.raises(ValueError, match="same resolution"):
+        ft.fitnets_stage1(student, teacher, x, student_block=0, teacher_block=1)
+    with pytest.raises(ValueError, match="out of range"):
+        ft.fitnets_stage1(student, teacher, x, student_block=2, teacher_block=0)
+    with pytest.raises(TypeError, match="features"):
+        ft.fitnets_stage1(nn.Linear(2, 2), teacher, x, student_block=0, teacher_block=0)
+    with pytest.raises(ValueError, match="images"):
+        ft.fitnets_stage1(student, teacher, x[:, 0], student_block=0, teacher_block=0)
+
+
+def test_train_cnn_with_kd_and_attention_transfer(images):
+    from course_utils.vision import make_cnn
+
+    x, y = images
+    teacher = make_cnn((8, 16), seed=0)
+    ft.train_cnn(teacher, x, y, epochs=2, batch_size=16, seed=0)
+    student = make_cnn((4, 8), seed=1)
+    history = ft.train_cnn(student, x, y, teacher=teacher, alpha_kd=0.5, at_pairs=[(0, 0), (1, 1)], at_weight=100.0,
+                           epochs=3, lr=1e-2, batch_size=16, seed=0)
+    assert len(history) == 3 and all(np.isfinite(history))
+    acc = ft.cnn_accuracy(student, x, y)
+    assert 0.0 <= acc <= 1.0 and not student.training
+    a = make_cnn((4, 8), seed=1)
+    b = make_cnn((4, 8), seed=1)
+    ft.train_cnn(a, x, y, epochs=1, batch_size=16, seed=3)
+    ft.train_cnn(b, x, y, epochs=1, batch_size=16, seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values())), "not seeded"
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(alpha_kd=0.5), ValueError, "needs a teacher"),
+    (dict(at_weight=1.0, teacher="t"), ValueError, "needs at_pairs"),
+    (dict(alpha_kd=1.5, teacher="t"), ValueError, "alpha_kd"),
+    (dict(at_weight=-1.0), ValueError, "≥ 0"),
+])
+def test_train_cnn_errors(images, kw, error, match):
+    from course_utils.vision import make_cnn
+
+    x, y = images
+    if kw.get("teacher") == "t":
+        kw["teacher"] = make_cnn((8, 16), seed=0)
+    with pytest.raises(error, match=match):
+        ft.train_cnn(make_cnn((4, 8), seed=1), x, y, **kw)
+    with pytest.raises(ValueError, match="labels"):
+        ft.train_cnn(make_cnn((4, 8), seed=1), x, y[:3])
