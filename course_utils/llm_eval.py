@@ -1,0 +1,142 @@
+"""Evaluating a distilled language model against its teacher: held-out perplexity and KD loss, ROUGE-L of its
+generations against the teacher's, and side-by-side samples.
+
+* :func:`evaluate_lm` — on the *teacher's* held-out responses: perplexity exp(mean CE) of the response tokens (how
+  likely the student finds what the teacher wrote; the teacher's own is the floor) and, for a teacher with the same
+  vocabulary, the token-level KD loss T²·KL(p ‖ q) on the same tokens.
+* :func:`rouge_l` — ROUGE-L F1 (Lin 2004): the longest common *subsequence* of words of two texts, as precision
+  and recall combined. It scores what the student *generates* (greedy) against what the teacher generated for the
+  same prompt — the text-level view that perplexity (a teacher-forced, token-level view) misses.
+* :func:`student_generations` / :func:`side_by_side` — greedy generations in the student's prompt format and a
+  table of teacher, pruned and distilled students for the same prompts.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import llm_losses
+from .llm_data import CausalLMCollator, format_prompt, generate
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from datasets import Dataset
+    from torch import nn
+
+    from .llm import LLMRecipe
+
+__all__ = ["evaluate_lm", "rouge_l", "rouge_l_scores", "student_generations", "side_by_side", "words"]
+
+
+# --------------------------------------------------------------------------------------------------- perplexity
+@torch.inference_mode()
+def evaluate_lm(model: "nn.Module", dataset: "Dataset", teacher: "nn.Module | None" = None, temperature: float = 2.0,
+                batch_size: int = 16, pad_token_id: int = 0) -> dict[str, float]:
+    """Held-out scores of ``model`` on the response tokens of a tokenised SFT ``dataset``.
+
+    Returns:
+        ``{"perplexity": exp(mean CE), "ce": mean CE (nats/token), "tokens": N}`` plus, with a ``teacher`` that
+        shares the vocabulary, ``"kd"``: T²·KL(p ‖ q) averaged over the same tokens, and ``"teacher_perplexity"``.
+    """
+    collate = CausalLMCollator(pad_token_id)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    ce_sum, kd_sum, t_ce_sum, n = 0.0, 0.0, 0.0, 0
+    cols = ("input_ids", "attention_mask", "labels")
+    try:
+        for s in range(0, len(dataset), batch_size):
+            batch = collate([{c: dataset[i][c] for c in cols} for i in range(s, min(s + batch_size, len(dataset)))])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            z = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            targets = llm_losses.shift_labels(batch["labels"])
+            valid = targets != -100
+            ce_sum += float(F.cross_entropy(z[valid], targets[valid], reduction="sum"))
+            n += int(valid.sum())
+            if teacher is not None:
+                v = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+                llm_losses.check_same_vocabulary(z, v)
+                t_ce_sum += float(F.cross_entropy(v[valid], targets[valid], reduction="sum"))
+                log_p = torch.log_softmax(v[valid] / temperature, -1)
+                log_q = torch.log_softmax(z[valid] / temperature, -1)
+                kd_sum += float((log_p.exp() * (log_p - log_q)).sum()) * temperature**2
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("the dataset has no response token to score (every label is -100)")
+    out = {"perplexity": math.exp(ce_sum / n), "ce": ce_sum / n, "tokens": n}
+    if teacher is not None:
+        out.update(kd=kd_sum / n, teacher_perplexity=math.exp(t_ce_sum / n))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ ROUGE-L
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens (letters, digits, underscore); punctuation and case do not count."""
+    return re.findall(r"\w+", text.lower())
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence (dynamic programming, O(len(a)·len(b)) time, O(len(b)) memory)."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, 1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 of ``candidate`` against ``reference`` (Lin 2004), on lower-cased words.
+
+    With L = the length of the longest common subsequence of the two word lists (in order, gaps allowed),
+    P = L / |candidate|, R = L / |reference|, F1 = 2PR / (P + R). 0 when either text has no word or nothing is
+    shared; 1 for identical word sequences.
+    """
+    if not isinstance(candidate, str) or not isinstance(reference, str):
+        raise TypeError(f"rouge_l compares two strings, got {type(candidate).__name__} and {type(reference).__name__}")
+    c, r = words(candidate), words(reference)
+    lcs = _lcs(c, r) if c and r else 0
+    if lcs == 0:
+        return 0.0
+    p, rec = lcs / len(c), lcs / len(r)
+    return 2 * p * rec / (p + rec)
+
+
+def rouge_l_scores(candidates: Sequence[str], references: Sequence[str]) -> list[float]:
+    """:func:`rouge_l` for aligned lists (the i-th candidate against the i-th reference)."""
+    if len(candidates) != len(references):
+        raise ValueError(f"{len(candidates)} candidates but {len(references)} references")
+    return [rouge_l(c, r) for c, r in zip(candidates, references)]
+
+
+# --------------------------------------------------------------------------------------------------- samples
+def student_generations(model: "nn.Module", tokenizer: Any, records: Sequence[Mapping[str, Any]], r: "LLMRecipe",
+                        batch_size: int | None = None) -> list[str]:
+    """Greedy responses of a student to the records' prompts, in the *student's* prompt format and token cap."""
+    texts = [format_prompt(tokenizer, x["instruction"], x.get("context", ""), r.student_prompt, r.system_prompt)
+             for x in records]
+    out = generate(model, tokenizer, texts, r.max_new_tokens, batch_size or r.generation_batch_size, r.student_prompt)
+    return [g["response"] for g in out]
+
+
+def side_by_side(records: Sequence[Mapping[str, Any]], columns: Mapping[str, Sequence[str]], width: int = 90
+                 ) -> "pd.DataFrame":
+    """A table with one row per prompt: the instruction, then one column per model (texts cut to ``width``)."""
+    import pandas as pd
+
+    def cut(text: str) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    data = {"prompt": [cut(x["instruction"]) for x in records]}
+    for name, texts in columns.items():
+        if len(texts) != len(records):
+            raise ValueError(f"column {name!r} has {len(texts)} texts for {len(records)} prompts")
+        data[name] = [cut(t) for t in texts]
+    return pd.DataFrame(data)
