@@ -26,3 +26,4 @@ from .basics import (
 from .bert import check_kd_compute_loss, check_layer_copy_init
 from .strategies import check_ensemble_soft_targets, check_mutual_learning_losses
 from .features import check_hint_loss, check_layer_mapping
+from .llm import check_causal_kd_loss, check_rouge_l, check_sft_example
