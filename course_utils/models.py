@@ -94,7 +94,7 @@ def recipe(profile: Any = None) -> BertRecipe:
             max_length=64,
             teacher_hparams=dict(learning_rate=1e-4, num_train_epochs=2, per_device_train_batch_size=32),
             student_hparams=dict(learning_rate=2e-4, num_train_epochs=1, per_device_train_batch_size=32),
-            fresh_hparams=dict(learning_rate=2e-3, num_train_epochs=2, per_device_train_batch_size=64),
+            fresh_hparams=dict(learning_rate=1.5e-3, num_train_epochs=2, per_device_train_batch_size=64),
         )
     if name == "gpu":
         return BertRecipe(
