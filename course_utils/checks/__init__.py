@@ -27,3 +27,4 @@ from .bert import check_kd_compute_loss, check_layer_copy_init
 from .strategies import check_ensemble_soft_targets, check_mutual_learning_losses
 from .features import check_hint_loss, check_layer_mapping
 from .llm import check_causal_kd_loss, check_rouge_l, check_sft_example
+from .evaluation import check_expected_calibration_error, check_latency_benchmark
