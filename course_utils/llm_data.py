@@ -307,8 +307,9 @@ def teacher_responses(r: "LLMRecipe", teacher: "nn.Module | Callable[[], nn.Modu
     prompt fields plus ``response`` / ``new_tokens`` / ``finished`` (see :func:`generate`).
     """
     splits = list(splits)
-    fp = r.fingerprint(what="teacher responses", splits=splits,
-                       prompts={s: list(prompts[s]["instruction"]) for s in splits})
+    fp = r.generation_fingerprint(what="teacher responses", splits=splits,
+                                  prompts={s: list(prompts[s]["instruction"]) for s in splits},
+                                  contexts={s: list(prompts[s]["context"]) for s in splits})
 
     def compute():
         model = teacher() if callable(teacher) and not hasattr(teacher, "generate") else teacher

@@ -326,7 +326,8 @@ def teacher_topk(r: "LLMRecipe", teacher: "nn.Module | Callable[[], nn.Module]",
     from datasets import load_from_disk
 
     name = "llm-teacher-topk"
-    fp = r.fingerprint(what="teacher top-k", data=dataset_fingerprint(dataset))
+    fp = r.generation_fingerprint(what="teacher top-k", top_k=r.top_k, temperature=r.temperature,
+                                  data=dataset_fingerprint(dataset))
     meta = cache.load_meta(name, r.profile)
     target = cache.model_dir(name, r.profile)
     if (not cache.retrain_requested() and meta is not None and meta.get("fingerprint") == _jsonable(fp)

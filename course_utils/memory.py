@@ -54,6 +54,7 @@ __all__ = [
     "MiB",
     "GPUSpec",
     "GPUS",
+    "detect_gpu",
     "ModelSpec",
     "MISTRAL_7B",
     "PHI_2",
@@ -240,6 +241,16 @@ class MemoryEstimate:
 
     def __str__(self) -> str:
         return self.table()
+
+
+def detect_gpu() -> GPUSpec | None:
+    """The current CUDA device as a :class:`GPUSpec` (name, total memory, bf16 support), or None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return GPUSpec(props.name, round(props.total_memory / GiB, 2), bool(torch.cuda.is_bf16_supported()))
 
 
 def _gpu_gib(gpu: float | str | GPUSpec) -> float:
@@ -706,15 +717,7 @@ def kd_loss_peak_memory(
     if subprocess_rss:
         if device != "cpu":
             raise ValueError("subprocess_rss measures CPU RSS; use device='cpu'")
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONHASHSEED="0")
-        args = [sys.executable, "-m", "course_utils.memory", "kd-loss", method, str(batch_size), str(seq_len),
-                str(vocab_size), str(temperature), str(chunk_size or 0), str(seed)]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-        if out.returncode != 0:
-            raise RuntimeError(f"KD memory subprocess failed:\n{out.stderr[-3000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return _rss_subprocess([method], batch_size, seq_len, vocab_size, temperature, chunk_size, seed)[0]
     import torch
 
     fn = _kd_loss_fn(method, temperature, chunk_size)
@@ -781,6 +784,20 @@ def _rss_probe(method: str, batch_size: int, seq_len: int, vocab_size: int, temp
             "how": "peak RSS (VmHWM), MALLOC_MMAP_THRESHOLD_=" + os.environ.get("MALLOC_MMAP_THRESHOLD_", "unset")}
 
 
+def _rss_subprocess(methods: list[str], batch_size: int, seq_len: int, vocab_size: int, temperature: float,
+                    chunk_size: int | None, seed: int) -> list[dict[str, Any]]:
+    """Run :func:`_rss_probe` for ``methods`` one after the other in one fresh Python process (torch imported once)."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONHASHSEED="0")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    args = [sys.executable, "-m", "course_utils.memory", "kd-loss", ",".join(methods), str(batch_size), str(seq_len),
+            str(vocab_size), str(temperature), str(chunk_size or 0), str(seed)]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"KD memory subprocess failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def compare_kd_loss_memory(
     methods: tuple[str, ...] = KD_LOSS_METHODS,
     batch_size: int = 4,
@@ -791,9 +808,20 @@ def compare_kd_loss_memory(
     device: str = "cpu",
     subprocess_rss: bool = False,
 ) -> list[dict[str, Any]]:
-    """:func:`kd_loss_peak_memory` for several methods, each row with ``vs_naive`` (its ratio to the naive loss)."""
-    rows = [kd_loss_peak_memory(m, batch_size, seq_len, vocab_size, temperature, chunk_size, device, subprocess_rss)
-            for m in methods]
+    """:func:`kd_loss_peak_memory` for several methods, each row with ``vs_naive`` (its ratio to the naive loss).
+
+    With ``subprocess_rss`` all methods run, in turn, in one fresh process (its peak RSS is reset before each).
+    """
+    for m in methods:
+        if m not in KD_LOSS_METHODS:
+            raise ValueError(f"method must be one of {KD_LOSS_METHODS}, got {m!r}")
+    if subprocess_rss:
+        if device != "cpu":
+            raise ValueError("subprocess_rss measures CPU RSS; use device='cpu'")
+        rows = _rss_subprocess(list(methods), batch_size, seq_len, vocab_size, temperature, chunk_size, 0)
+    else:
+        rows = [kd_loss_peak_memory(m, batch_size, seq_len, vocab_size, temperature, chunk_size, device)
+                for m in methods]
     naive = next((r["mib"] for r in rows if r["method"] == "naive"), None)
     for r in rows:
         r["vs_naive"] = round(r["mib"] / naive, 3) if naive else None
@@ -802,8 +830,9 @@ def compare_kd_loss_memory(
 
 def _main(argv: list[str]) -> int:
     if len(argv) >= 1 and argv[0] == "kd-loss":
-        method, b, s, v, t, c, seed = argv[1:8]
-        print(json.dumps(_rss_probe(method, int(b), int(s), int(v), float(t), int(c), int(seed))))
+        methods, b, s, v, t, c, seed = argv[1:8]
+        rows = [_rss_probe(m, int(b), int(s), int(v), float(t), int(c), int(seed)) for m in methods.split(",")]
+        print(json.dumps(rows))
         return 0
     if len(argv) >= 1 and argv[0] == "table":
         for row in reference_comparison():
@@ -812,7 +841,7 @@ def _main(argv: list[str]) -> int:
             for method in ("ce", "uld", "sequence"):
                 print(recommend(gpu, method=method, effective_batch_size=4))
         return 0
-    print("usage: python -m course_utils.memory table | kd-loss METHOD B S V T CHUNK SEED", file=sys.stderr)
+    print("usage: python -m course_utils.memory table | kd-loss METHOD[,METHOD…] B S V T CHUNK SEED", file=sys.stderr)
     return 2
 
 
