@@ -3,7 +3,7 @@ students, CKA between two models' layers, and a small CNN training loop for FitN
 
 :class:`FeatureDistillationTrainer` extends notebook 03's :class:`course_utils.trainer.DistillationTrainer`:
 
-    loss = (1 − alpha_kd)·CE + alpha_kd·T²·KL(p ‖ q)                         (the logit part, unchanged)
+    loss = logit_weight · [(1 − alpha_kd)·CE + alpha_kd·T²·KL(p ‖ q)]        (notebook 03's loss; weight 1)
          + hidden_weight    · mean over pairs (s, t) of  L_hidden(W_st · h_s, h_t)
          + attention_weight · mean over pairs (s, t) of  L_attn(A_s, A_t)
 
@@ -17,7 +17,8 @@ students, CKA between two models' layers, and a small CNN training loop for FitN
   but it is never part of the student: ``trainer.model`` and whatever you save from it do not contain it.
 
 The teacher runs live (no precomputed logits): the features of every batch are needed. Every loss part is logged
-(``ce``, ``kd``, ``hidden``, ``attention``).
+(``ce``, ``kd``, ``hidden``, ``attention``). ``logit_weight=0`` gives a features-only stage (TinyBERT's
+intermediate-layer distillation, FitNets' stage 1); train the logits in a second stage.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ __all__ = [
     "train_with_features",
     "NARROW_STUDENTS",
     "narrow_student",
+    "pca_embeddings_from",
     "hidden_states_of",
     "cka_between",
     "fitnets_stage1",
@@ -77,6 +79,7 @@ class FeatureDistillationTrainer(kd.DistillationTrainer):
         attention_pairs: layer pairs for the attention term (layers 1…L; ``attentions[i − 1]`` is layer i).
         attention_weight: weight of the attention term (0 = off).
         attention_loss: ``"mse"`` (TinyBERT) or ``"kl"`` (MiniLM).
+        logit_weight: weight of notebook 03's logit loss (CE + KD); 0 for a features-only stage.
         projection_seed: seeds the projections' initial weights (default: ``args.seed``).
         temperature, alpha_kd, **kwargs: as for :class:`~course_utils.trainer.DistillationTrainer`.
 
@@ -105,6 +108,7 @@ class FeatureDistillationTrainer(kd.DistillationTrainer):
         attention_pairs: Sequence[tuple[int, int]] | None = None,
         attention_weight: float = 0.0,
         attention_loss: str = "kl",
+        logit_weight: float = 1.0,
         projection_seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -115,6 +119,9 @@ class FeatureDistillationTrainer(kd.DistillationTrainer):
                              "and attention maps are computed live for every batch, precomputed logits are not enough")
         self.hidden_weight = _weight(hidden_weight, "hidden_weight")
         self.attention_weight = _weight(attention_weight, "attention_weight")
+        self.logit_weight = _weight(logit_weight, "logit_weight")
+        if self.logit_weight == 0 and self.hidden_weight == 0 and self.attention_weight == 0:
+            raise ValueError("every loss weight is 0 (logit_weight, hidden_weight, attention_weight): nothing to learn")
         if hidden_loss not in HIDDEN_LOSSES:
             raise ValueError(f"hidden_loss must be one of {HIDDEN_LOSSES}, got {hidden_loss!r}")
         if attention_loss not in features.ATTENTION_KINDS:
@@ -220,14 +227,16 @@ class FeatureDistillationTrainer(kd.DistillationTrainer):
             teacher_outputs = self.teacher_outputs(inputs, None)
         terms = super().loss_terms(student_outputs, teacher_outputs, labels, inputs)
         mask = inputs.get("attention_mask")
-        loss = terms["loss"]
+        # a features-only stage leaves the logit terms out of the graph (logged only): the classifier gets no
+        # gradient at all, so AdamW does not even decay it
+        parts = [self.logit_weight * terms["loss"]] if self.logit_weight > 0 else []
         if self.hidden_weight > 0:
             terms["hidden"] = self.hidden_term(student_outputs.hidden_states, teacher_outputs.hidden_states, mask)
-            loss = loss + self.hidden_weight * terms["hidden"]
+            parts.append(self.hidden_weight * terms["hidden"])
         if self.attention_weight > 0:
             terms["attention"] = self.attention_term(student_outputs.attentions, teacher_outputs.attentions, mask)
-            loss = loss + self.attention_weight * terms["attention"]
-        terms["loss"] = loss
+            parts.append(self.attention_weight * terms["attention"])
+        terms["loss"] = torch.stack(parts).sum() if len(parts) > 1 else parts[0]
         return terms
 
     def hidden_term(self, student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor],
@@ -262,6 +271,7 @@ def train_with_features(
     attention_pairs: Sequence[tuple[int, int]] | None = None,
     attention_weight: float = 0.0,
     attention_loss: str = "kl",
+    logit_weight: float = 1.0,
     temperature: float = 2.0,
     alpha_kd: float = 0.5,
     seed: int = 0,
@@ -276,7 +286,8 @@ def train_with_features(
     """
     cls = functools.partial(FeatureDistillationTrainer, hidden_pairs=hidden_pairs, hidden_weight=hidden_weight,
                             hidden_loss=hidden_loss, attention_pairs=attention_pairs,
-                            attention_weight=attention_weight, attention_loss=attention_loss)
+                            attention_weight=attention_weight, attention_loss=attention_loss,
+                            logit_weight=logit_weight)
     return kd.train_student(student, train_dataset, tokenizer, teacher=teacher, temperature=temperature,
                             alpha_kd=alpha_kd, seed=seed, trainer_class=cls, **hparams)
 
@@ -293,10 +304,15 @@ NARROW_STUDENTS: dict[str, dict[str, Any]] = {
 """Shape of the freshly initialised narrow student per profile (``BertConfig`` keyword arguments)."""
 
 
-def narrow_student(teacher: nn.Module, profile: str = "small", seed: int = 0, **overrides: Any) -> nn.Module:
-    """A randomly initialised ``BertForSequenceClassification``, narrower than ``teacher`` (see
-    :data:`NARROW_STUDENTS`), with the teacher's vocabulary, label count and position range; ``overrides`` change
-    any ``BertConfig`` field."""
+def narrow_student(teacher: nn.Module, profile: str = "small", seed: int = 0, pca_embeddings: bool = True,
+                   **overrides: Any) -> nn.Module:
+    """A ``BertForSequenceClassification`` narrower than ``teacher`` (see :data:`NARROW_STUDENTS`), with the
+    teacher's vocabulary, label count and position range; ``overrides`` change any ``BertConfig`` field.
+
+    Its encoder layers, pooler and classifier are random (seeded). With ``pca_embeddings`` (default) its embedding
+    tables are the teacher's, projected onto their top principal directions (:func:`pca_embeddings_from`): layers
+    cannot be copied across widths, but embeddings can be compressed.
+    """
     from transformers import BertConfig, BertForSequenceClassification
 
     if profile not in NARROW_STUDENTS:
@@ -308,7 +324,46 @@ def narrow_student(teacher: nn.Module, profile: str = "small", seed: int = 0, **
                         pad_token_id=teacher.config.pad_token_id, **shape)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return BertForSequenceClassification(config)
+        student = BertForSequenceClassification(config)
+    if pca_embeddings:
+        pca_embeddings_from(teacher, student)
+    return student
+
+
+def _embedding_tables(model: nn.Module) -> dict[str, nn.Embedding]:
+    emb = getattr(getattr(model, "bert", model), "embeddings", None)
+    tables = {name: getattr(emb, name, None) for name in ("word_embeddings", "position_embeddings",
+                                                           "token_type_embeddings")}
+    if emb is None or not all(isinstance(t, nn.Embedding) for t in tables.values()):
+        raise TypeError(f"{type(model).__name__} has no BERT embedding tables (word, position, token type)")
+    return tables  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def pca_embeddings_from(teacher: nn.Module, student: nn.Module) -> torch.Tensor:
+    """Set the student's word, position and token-type embeddings to the teacher's, projected onto the top
+    ``H_s`` principal directions of the teacher's word embeddings (one shared projection, so the three tables stay
+    in one space). Returns the ``(H_t, H_s)`` projection.
+
+    Raises:
+        ValueError: the student is not narrower than the teacher, or the tables' sizes differ.
+    """
+    t_tabs, s_tabs = _embedding_tables(teacher), _embedding_tables(student)
+    w_t, w_s = t_tabs["word_embeddings"].weight.shape[1], s_tabs["word_embeddings"].weight.shape[1]
+    if w_s > w_t:
+        raise ValueError(f"the student's embeddings ({w_s}) are wider than the teacher's ({w_t}): nothing to compress")
+    for name, t in t_tabs.items():
+        if t.weight.shape[0] != s_tabs[name].weight.shape[0]:
+            raise ValueError(f"{name}: the teacher has {t.weight.shape[0]} rows, the student "
+                             f"{s_tabs[name].weight.shape[0]}; build the student with the teacher's sizes")
+    words = t_tabs["word_embeddings"].weight.double()
+    centred = words - words.mean(0, keepdim=True)
+    _, _, vt = torch.linalg.svd(centred, full_matrices=False)
+    projection = vt[:w_s].T  # (H_t, H_s), orthonormal columns
+    for name, t in t_tabs.items():
+        source = centred if name == "word_embeddings" else t.weight.double()
+        s_tabs[name].weight.copy_((source @ projection).to(s_tabs[name].weight.dtype))
+    return projection.float()
 
 
 # ================================================================================================ CKA

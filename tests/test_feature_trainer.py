@@ -157,6 +157,19 @@ def test_hint_only_stage_with_alpha_zero_still_runs_the_teacher(tmp_path, train_
     assert float(loss.detach()) == pytest.approx(ce + tr._terms["train"]["hidden"][-1], rel=1e-3)
 
 
+def test_features_only_stage(tmp_path, train_set, tokenizer):
+    tr = make_trainer(tmp_path, train_set, tokenizer, logit_weight=0.0, attention_weight=0.0, attention_pairs=None)
+    inputs = batch(train_set, tokenizer)
+    tr.model.train()
+    loss = tr.compute_loss(tr.model, inputs)
+    logged = tr._terms["train"]
+    assert float(loss.detach()) == pytest.approx(logged["hidden"][-1], rel=1e-3)   # CE and KD logged, not optimised
+    assert logged["ce"] and logged["kd"]
+    w0 = tr.model.classifier.weight.detach().clone()
+    tr.train()
+    assert torch.equal(w0, tr.model.classifier.weight), "the classifier has no gradient in a features-only stage"
+
+
 def test_equal_widths_need_no_projection(tmp_path, train_set, tokenizer):
     tr = make_trainer(tmp_path, train_set, tokenizer, student=bert(2, 32, seed=1), hidden_loss="cosine",
                       attention_weight=0.0, attention_pairs=None)
@@ -188,6 +201,7 @@ def test_train_with_features_returns_trained_student(tmp_path, train_set, tokeni
     (dict(attention_loss="cos"), ValueError, "attention_loss must be one of"),
     (dict(hidden_weight=-1.0), ValueError, "≥ 0"),
     (dict(attention_weight="1"), TypeError, "number"),
+    (dict(logit_weight=0.0, hidden_weight=0.0, attention_weight=0.0), ValueError, "nothing to learn"),
     (dict(student_heads=4), ValueError, "4 heads and the teacher 2"),
 ])
 def test_setup_errors(tmp_path, train_set, tokenizer, kw, error, match):
