@@ -249,6 +249,30 @@ def test_narrow_student_shapes():
         ft.narrow_student(teacher, profile="tpu")
 
 
+def test_pca_embeddings_from_teacher():
+    teacher = bert(4, 32, seed=2)
+    student = ft.narrow_student(teacher, seed=3, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, pca_embeddings=False)
+    projection = ft.pca_embeddings_from(teacher, student)
+    assert projection.shape == (32, 16)
+    assert torch.allclose(projection.T @ projection, torch.eye(16), atol=1e-5)   # orthonormal directions
+    words = teacher.bert.embeddings.word_embeddings.weight.detach()
+    centred = words - words.mean(0)
+    assert torch.allclose(student.bert.embeddings.word_embeddings.weight, centred @ projection, atol=1e-5)
+    positions = teacher.bert.embeddings.position_embeddings.weight.detach()
+    assert torch.allclose(student.bert.embeddings.position_embeddings.weight, positions @ projection, atol=1e-5)
+    # the top directions keep more of the words' variance than any other 16 directions, e.g. random ones
+    q, _ = torch.linalg.qr(torch.randn(32, 16, generator=torch.Generator().manual_seed(0)))
+    assert (centred @ projection).var(0).sum() > (centred @ q).var(0).sum()
+    assert ft.narrow_student(teacher, seed=3, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=32).bert.embeddings.word_embeddings.weight.allclose(
+        student.bert.embeddings.word_embeddings.weight, atol=1e-5)
+    with pytest.raises(ValueError, match="wider"):
+        ft.pca_embeddings_from(student, teacher)
+    with pytest.raises(TypeError, match="embedding tables"):
+        ft.pca_embeddings_from(teacher, nn.Linear(2, 2))
+
+
 # ===================================================================================================== CKA
 def test_hidden_states_of_and_cka(train_set, tokenizer):
     teacher, student = bert(4, 32, seed=2), bert(2, 16, seed=1)
