@@ -61,6 +61,9 @@ class BertRecipe:
         fresh_config: ``BertConfig`` keyword arguments of the freshly initialised small student.
         max_length: tokens kept per snippet.
         teacher_hparams / student_hparams / fresh_hparams: keyword arguments for ``trainer.training_args``.
+        copy_kd / fresh_kd: ``temperature`` and ``alpha_kd`` of the copy / fresh students' KD loss (notebook 03
+            shows where they come from: the copy students use the usual T = 2, alpha_kd = 0.5; the fresh
+            students' setting won notebook 03's validation sweep).
     """
 
     profile: str
@@ -73,6 +76,8 @@ class BertRecipe:
     teacher_hparams: dict = field(default_factory=dict)
     student_hparams: dict = field(default_factory=dict)
     fresh_hparams: dict = field(default_factory=dict)
+    copy_kd: dict = field(default_factory=lambda: dict(temperature=2.0, alpha_kd=0.5))
+    fresh_kd: dict = field(default_factory=lambda: dict(temperature=2.0, alpha_kd=0.9))
 
     def describe(self) -> str:
         copy_ = self.copy_student or f"{len(self.copy_layers)}-layer copy of the teacher (layers {list(self.copy_layers)})"

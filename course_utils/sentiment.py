@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 __all__ = ["SentimentTask", "prepare", "fine_tune_teacher", "teacher", "distillation_sets", "train_student",
-           "student", "logits_of", "weights_digest", "METHODS", "KINDS"]
+           "student", "kd_settings", "fresh_steps", "logits_of", "weights_digest", "METHODS", "KINDS"]
 
 METHODS = ("hard", "kd_labelled", "pseudo", "kd")
 KD_METHODS = ("kd_labelled", "kd")  # the methods with a KD term (temperature and alpha_kd matter)
@@ -143,29 +143,57 @@ def distillation_sets(task: SentimentTask, teacher_model: "nn.Module") -> "dict[
             "pseudo": kd.remove_columns(trainer.TEACHER_LOGITS), "kd": kd}
 
 
-def _student_hparams(task: SentimentTask, kind: str) -> dict:
-    return dict(task.recipe.student_hparams if kind == "copy" else task.recipe.fresh_hparams)
+def _student_hparams(task: SentimentTask, kind: str, overrides: dict) -> dict:
+    base = dict(task.recipe.student_hparams) if kind == "copy" else {**task.recipe.fresh_hparams,
+                                                                      "max_steps": fresh_steps(task)}
+    return {**base, **overrides}
+
+
+def _kd_args(task: SentimentTask, kind: str, temperature: float | None, alpha_kd: float | None) -> tuple:
+    default = kd_settings(task, kind)
+    return (default["temperature"] if temperature is None else temperature,
+            default["alpha_kd"] if alpha_kd is None else alpha_kd)
+
+
+def kd_settings(task: SentimentTask, kind: str) -> dict:
+    """``{"temperature": T, "alpha_kd": a}`` of the recipe's ``kind`` students (``task.recipe.copy_kd`` or
+    ``fresh_kd``)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown student kind {kind!r}; expected one of {KINDS}")
+    return dict(task.recipe.copy_kd if kind == "copy" else task.recipe.fresh_kd)
+
+
+def fresh_steps(task: SentimentTask) -> int:
+    """Optimizer steps of every fresh student: the recipe's epochs over the KD set (labelled + transfer), so the
+    hard-label student, whose set is smaller, takes as many steps as the KD student (a step-matched control)."""
+    hp = task.recipe.fresh_hparams
+    if "max_steps" in hp:  # a recipe that fixes the steps itself
+        return int(hp["max_steps"])
+    n_kd = len(task.data["train"]) + len(task.data["transfer"])
+    return int(hp["num_train_epochs"] * -(-n_kd // hp["per_device_train_batch_size"]))
 
 
 def train_student(task: SentimentTask, teacher_model: "nn.Module", sets: "dict[str, Dataset]", kind: str,
-                  method: str, seed: int = 0, temperature: float = 2.0, alpha_kd: float = 0.5,
+                  method: str, seed: int = 0, temperature: float | None = None, alpha_kd: float | None = None,
                   **hparams: Any) -> "tuple[nn.Module, dict]":
     """Train one student (``kind`` × ``method``, see the module docstring); return it and its metrics.
 
     Metrics: ``train_seconds``, ``steps``, ``examples``, ``test_accuracy`` and ``test_logits`` (``(N_test, 2)`` as
     nested lists, in the test split's order).
 
-    ``hparams`` override the recipe's (e.g. ``max_steps=…`` for a step-matched control). Copy students keep the
-    teacher's frozen word embeddings; fresh students train theirs.
+    ``temperature`` / ``alpha_kd`` default to the recipe's (:func:`kd_settings`). ``hparams`` override the recipe's
+    training arguments; fresh students default to ``max_steps=fresh_steps(task)`` (step-matched). Copy students
+    keep the teacher's frozen word embeddings; fresh students train theirs.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown student kind {kind!r}; expected one of {KINDS}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    temperature, alpha_kd = _kd_args(task, kind, temperature, alpha_kd)
     model = models.load_student(task.recipe, kind, teacher_model, seed=seed)
     if kind == "copy":
         models.freeze_word_embeddings(model)
-    settings = {**_student_hparams(task, kind), **hparams}
+    settings = _student_hparams(task, kind, hparams)
     start = time.perf_counter()
     tr = trainer.train_student(model, sets[method], task.tokenizer, teacher=None,
                                temperature=temperature, alpha_kd=alpha_kd if method in KD_METHODS else 0.0,
@@ -180,17 +208,23 @@ def train_student(task: SentimentTask, teacher_model: "nn.Module", sets: "dict[s
 
 
 def student(task: SentimentTask, teacher_model: "nn.Module", kind: str, method: str, seed: int = 0,
-            temperature: float = 2.0, alpha_kd: float = 0.5, sets: "dict[str, Dataset] | None" = None,
-            retrain: bool = False, **hparams: Any) -> "tuple[nn.Module, dict]":
-    """Like :func:`train_student`, through the cache (name ``sentiment-<kind>-<method>-s<seed>``)."""
+            temperature: float | None = None, alpha_kd: float | None = None,
+            sets: "dict[str, Dataset] | None" = None, retrain: bool = False,
+            **hparams: Any) -> "tuple[nn.Module, dict]":
+    """Like :func:`train_student`, through the cache (name ``sentiment-<kind>-<method>-s<seed>``).
+
+    Called with the defaults it returns notebook 03's students (notebooks 04–06 load them this way)."""
     from transformers import AutoModelForSequenceClassification
 
+    if kind not in KINDS:
+        raise ValueError(f"unknown student kind {kind!r}; expected one of {KINDS}")
+    temperature, alpha_kd = _kd_args(task, kind, temperature, alpha_kd)
     name = f"sentiment-{kind}-{method}-s{seed}"
     fp = task.fingerprint(kind=kind, method=method, seed=seed, teacher=weights_digest(teacher_model),
                           # T and alpha_kd only matter to kd
                           temperature=temperature if method in KD_METHODS else None,
                           alpha_kd=alpha_kd if method in KD_METHODS else 0.0,
-                          hparams={**_student_hparams(task, kind), **hparams})
+                          hparams=_student_hparams(task, kind, hparams))
     hit = None if retrain else cache.load(name, AutoModelForSequenceClassification, fp, task.profile)
     if hit is not None:
         if kind == "copy":  # as when it was trained (see train_student), so further training behaves the same

@@ -370,9 +370,9 @@ def test_student_cache_invalidated_by_kd_settings(task, teacher_model, sets, fre
     assert len(calls) == 2
     sentiment.student(task, teacher_model, "fresh", "kd", sets=sets, temperature=4.0)
     assert len(calls) == 2
-    sentiment.student(task, teacher_model, "fresh", "kd", sets=sets, temperature=4.0, alpha_kd=0.9)
+    sentiment.student(task, teacher_model, "fresh", "kd", sets=sets, temperature=4.0, alpha_kd=0.5)
     assert len(calls) == 3
-    _, metrics = sentiment.student(task, teacher_model, "fresh", "kd", sets=sets, temperature=4.0, alpha_kd=0.9,
+    _, metrics = sentiment.student(task, teacher_model, "fresh", "kd", sets=sets, temperature=4.0, alpha_kd=0.5,
                                    max_steps=3)  # a hyper-parameter override
     assert len(calls) == 4 and metrics["steps"] == 3
 
@@ -385,8 +385,30 @@ def test_student_cache_ignores_kd_settings_without_kd(task, teacher_model, sets,
     sentiment.student(task, teacher_model, "fresh", "hard", sets=sets, temperature=4.0)
     assert len(calls) == 1
     sentiment.student(task, teacher_model, "fresh", "kd_labelled", sets=sets)
-    sentiment.student(task, teacher_model, "fresh", "kd_labelled", sets=sets, alpha_kd=0.9)  # kd_labelled has a KD term
+    sentiment.student(task, teacher_model, "fresh", "kd_labelled", sets=sets, alpha_kd=0.5)  # kd_labelled has a KD term
     assert len(calls) == 3
+
+
+def test_recipe_kd_settings_are_the_defaults(task, teacher_model, sets, fresh_cache, monkeypatch):
+    calls = counting(monkeypatch, "train_student")
+    for kind in sentiment.KINDS:
+        settings = sentiment.kd_settings(task, kind)
+        assert settings == (task.recipe.copy_kd if kind == "copy" else task.recipe.fresh_kd)
+        sentiment.student(task, teacher_model, kind, "kd", sets=sets)
+        sentiment.student(task, teacher_model, kind, "kd", sets=sets, **settings)  # the same student: cached
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="unknown student kind"):
+        sentiment.kd_settings(task, "big")
+
+
+def test_fresh_steps_match_the_kd_set(task, monkeypatch):
+    assert sentiment.fresh_steps(task) == TINY_HPARAMS["max_steps"]  # a recipe with max_steps keeps it
+    import dataclasses
+
+    monkeypatch.setattr(task, "recipe", dataclasses.replace(
+        task.recipe, fresh_hparams=dict(num_train_epochs=2, per_device_train_batch_size=5)))
+    n_kd = SIZES["n_train"] + SIZES["n_transfer"]
+    assert sentiment.fresh_steps(task) == 2 * -(-n_kd // 5)
 
 
 def test_student_computes_the_sets_when_not_given(task, teacher_model, fresh_cache, monkeypatch):
