@@ -42,10 +42,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "FeatureDistillationTrainer",
+    "TeacherCache",
     "train_with_features",
     "NARROW_STUDENTS",
     "narrow_student",
     "pca_embeddings_from",
+    "FEATURE_RECIPES",
+    "FEATURE_VARIANTS",
+    "feature_recipe",
+    "train_feature_student",
+    "feature_student",
     "hidden_states_of",
     "cka_between",
     "fitnets_stage1",
@@ -54,6 +60,79 @@ __all__ = [
 ]
 
 HIDDEN_LOSSES = ("mse", "cosine")
+
+
+class TeacherCache:
+    """The frozen teacher's outputs per batch, keyed by the batch's token ids: students trained on the *same*
+    batches (same dataset, batch size and ``Trainer`` seed, which fixes the batch order) share one teacher pass.
+
+    On a CPU the teacher's forward pass costs more than the small student's whole training step, so a comparison
+    of several students (seeds × loss variants) that reuses the batches is several times faster. Only what the
+    trainers ask for is kept (logits, the mapped hidden states and attention maps), as CPU tensors; a batch seen
+    with other layers requested is run again and the entry completed. The results are exactly those of a live
+    teacher: the cache stores its outputs, keyed by everything the teacher reads (ids, mask, segment ids).
+
+    Attributes:
+        hits, misses: batches served from the cache / computed.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(inputs: dict[str, torch.Tensor]) -> str:
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=16)
+        for name in sorted(inputs):
+            value = inputs[name]
+            if isinstance(value, torch.Tensor):
+                h.update(name.encode())
+                h.update(str(tuple(value.shape)).encode())
+                h.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def nbytes(self) -> int:
+        """Memory held by the cached tensors, in bytes."""
+        total = 0
+        for e in self.entries.values():
+            total += e["logits"].numel() * e["logits"].element_size()
+            for part in ("hidden", "attentions"):
+                total += sum(t.numel() * t.element_size() for t in e[part].values())
+        return total
+
+    def outputs(self, teacher: nn.Module, inputs: dict[str, torch.Tensor], hidden_layers: set[int],
+                attention_layers: set[int]) -> Any:
+        """The teacher's outputs for ``inputs``: an object with ``logits``, ``hidden_states`` and ``attentions``
+        (tuples indexed like the model's; entries that were not requested are None)."""
+        from types import SimpleNamespace
+
+        key = self.key(inputs)
+        entry = self.entries.get(key)
+        if entry is None or not (hidden_layers <= entry["hidden"].keys()
+                                 and attention_layers <= entry["attentions"].keys()):
+            self.misses += 1
+            with torch.no_grad():
+                out = teacher(**inputs, output_hidden_states=True, output_attentions=bool(attention_layers))
+            entry = entry or {"hidden": {}, "attentions": {}}
+            entry["logits"] = out.logits.detach().cpu()
+            entry["hidden"].update({j: out.hidden_states[j].detach().cpu() for j in hidden_layers})
+            # attentions[j - 1] is layer j (hidden_states indexing, as in the layer maps)
+            entry["attentions"].update({j: out.attentions[j - 1].detach().cpu() for j in attention_layers})
+            self.entries[key] = entry
+        else:
+            self.hits += 1
+        device = inputs["input_ids"].device if "input_ids" in inputs else torch.device("cpu")
+        n = features.num_layers(teacher)
+        hidden = tuple(entry["hidden"][j].to(device) if j in entry["hidden"] else None for j in range(n + 1))
+        attentions = tuple(entry["attentions"][j].to(device) if j in entry["attentions"] else None
+                           for j in range(1, n + 1))
+        return SimpleNamespace(logits=entry["logits"].to(device), hidden_states=hidden, attentions=attentions)
 
 
 def _weight(value: Any, name: str) -> float:
@@ -81,6 +160,8 @@ class FeatureDistillationTrainer(kd.DistillationTrainer):
         attention_loss: ``"mse"`` (TinyBERT) or ``"kl"`` (MiniLM).
         logit_weight: weight of notebook 03's logit loss (CE + KD); 0 for a features-only stage.
         projection_seed: seeds the projections' initial weights (default: ``args.seed``).
+        teacher_cache: a :class:`TeacherCache` shared by several trainers on the same batches (same ``args.seed``):
+            the teacher then runs once per distinct batch. None (default): the teacher runs for every batch.
         temperature, alpha_kd, **kwargs: as for :class:`~course_utils.trainer.DistillationTrainer`.
 
     Attributes:
@@ -110,6 +191,7 @@ class FeatureDistillationTrainer(kd.DistillationTrainer):
         attention_loss: str = "kl",
         logit_weight: float = 1.0,
         projection_seed: int | None = None,
+        teacher_cache: TeacherCache | None = None,
         **kwargs: Any,
     ) -> None:
         if model is None:
@@ -155,6 +237,9 @@ class FeatureDistillationTrainer(kd.DistillationTrainer):
                 self.projections[f"s{i}_t{j}"] = features.make_projection(w_s, w_t, seed=seed + k)
         self.projections.to(self.args.device)
         self._needs_attentions = self.attention_weight > 0
+        if teacher_cache is not None and not isinstance(teacher_cache, TeacherCache):
+            raise TypeError(f"teacher_cache must be a TeacherCache or None, got {type(teacher_cache).__name__}")
+        self.teacher_cache = teacher_cache
 
     # ------------------------------------------------------------------------------------ the optimizer
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -217,6 +302,10 @@ class FeatureDistillationTrainer(kd.DistillationTrainer):
         self.teacher.eval()
         kw = {k: v for k, v in inputs.items()
               if k in self._teacher_keys and k not in ("output_hidden_states", "output_attentions")}
+        if self.teacher_cache is not None:
+            hidden = {j for _, j in self.hidden_pairs} if self.hidden_weight > 0 else set()
+            attention = {j for _, j in self.attention_pairs} if self._needs_attentions else set()
+            return self.teacher_cache.outputs(self.teacher, kw, hidden, attention)
         with torch.no_grad():
             return self.teacher(**kw, output_hidden_states=True, output_attentions=self._needs_attentions)
 
@@ -275,6 +364,8 @@ def train_with_features(
     temperature: float = 2.0,
     alpha_kd: float = 0.5,
     seed: int = 0,
+    teacher_cache: TeacherCache | None = None,
+    projection_seed: int | None = None,
     **hparams: Any,
 ) -> FeatureDistillationTrainer:
     """Train ``student`` with :class:`FeatureDistillationTrainer` (the course's ``training_args`` + ``hparams``).
@@ -282,12 +373,14 @@ def train_with_features(
     Same conventions as :func:`course_utils.trainer.train_student`: the trained model is ``trainer.model`` (left in
     eval mode), the loss parts are in ``trainer.state.log_history``; the trained projections stay on
     ``trainer.projections`` and are not part of the student. ``train_dataset`` must not carry a
-    ``teacher_logits`` column (the teacher runs live).
+    ``teacher_logits`` column (the teacher runs live). ``seed`` seeds the ``Trainer`` (batch order, dropout);
+    ``projection_seed`` the projections (default: ``seed``).
     """
     cls = functools.partial(FeatureDistillationTrainer, hidden_pairs=hidden_pairs, hidden_weight=hidden_weight,
                             hidden_loss=hidden_loss, attention_pairs=attention_pairs,
                             attention_weight=attention_weight, attention_loss=attention_loss,
-                            logit_weight=logit_weight)
+                            logit_weight=logit_weight, teacher_cache=teacher_cache,
+                            projection_seed=projection_seed)
     return kd.train_student(student, train_dataset, tokenizer, teacher=teacher, temperature=temperature,
                             alpha_kd=alpha_kd, seed=seed, trainer_class=cls, **hparams)
 
@@ -364,6 +457,115 @@ def pca_embeddings_from(teacher: nn.Module, student: nn.Module) -> torch.Tensor:
         source = centred if name == "word_embeddings" else t.weight.double()
         s_tabs[name].weight.copy_((source @ projection).to(s_tabs[name].weight.dtype))
     return projection.float()
+
+
+# ================================================================================ notebook 04's students
+FEATURE_VARIANTS: dict[str, dict[str, bool]] = {
+    "logit": dict(hidden=False, attention=False),            # notebook 03's loss only (CE + KD)
+    "hidden": dict(hidden=True, attention=False),            # + hint loss on the mapped hidden states
+    "attention": dict(hidden=False, attention=True),         # + attention-map loss on the mapped layers
+    "hidden_attention": dict(hidden=True, attention=True),   # + both (TinyBERT)
+}
+"""The loss variants of notebook 04's comparison: which feature terms are added to the logit loss."""
+
+FEATURE_RECIPES: dict[str, dict[str, Any]] = {
+    # The narrow student (NARROW_STUDENTS) on the 2,000 labelled snippets, every variant and seed on the same
+    # batches (the Trainer is seeded with data_seed; the batch order and dropout follow it) for the same number of
+    # steps; the student's seed changes its initialisation and its projections' initialisation.
+    "small": dict(max_steps=126, learning_rate=1.5e-3, per_device_train_batch_size=32, hidden_weight=0.1,
+                  attention_weight=1.0, hidden_loss="mse", attention_loss="kl", layer_map="uniform", data_seed=0),
+    "gpu": dict(max_steps=500, learning_rate=5e-4, per_device_train_batch_size=32, hidden_weight=0.1,
+                attention_weight=1.0, hidden_loss="mse", attention_loss="kl", layer_map="uniform", data_seed=0),
+}
+"""Training recipe of notebook 04's narrow students per profile (the KD settings are the recipe's fresh students',
+:func:`course_utils.sentiment.kd_settings` ``(task, "fresh")``)."""
+
+
+def feature_recipe(task: Any) -> dict[str, Any]:
+    """Notebook 04's recipe for ``task``'s profile: :data:`FEATURE_RECIPES` plus ``temperature`` / ``alpha_kd``."""
+    from . import sentiment
+
+    if task.profile not in FEATURE_RECIPES:
+        raise ValueError(f"no feature-distillation recipe for profile {task.profile!r}; expected one of "
+                         f"{sorted(FEATURE_RECIPES)}")
+    return {**FEATURE_RECIPES[task.profile], **sentiment.kd_settings(task, "fresh")}
+
+
+def _check_variant(variant: Any) -> dict[str, bool]:
+    if variant not in FEATURE_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(FEATURE_VARIANTS)}")
+    return FEATURE_VARIANTS[variant]
+
+
+def train_feature_student(task: Any, teacher: nn.Module, variant: str = "hidden", seed: int = 0,
+                          teacher_cache: TeacherCache | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Train one narrow student of notebook 04 (:func:`narrow_student`, frozen word embeddings) with the logit
+    loss plus the feature terms of ``variant`` (:data:`FEATURE_VARIANTS`), on ``task.data["train"]``, with
+    :func:`feature_recipe`. ``seed`` sets the student's (and its projections') initialisation; the batches and their
+    order are the recipe's (``data_seed``), the same for every variant and seed, so a shared ``teacher_cache``
+    runs the teacher once per batch. Returns the student (eval mode) and metrics: ``train_seconds``, ``steps``,
+    ``test_accuracy``, ``test_logits`` (``(N_test, 2)`` nested lists), ``validation_accuracy`` and ``log`` (the
+    logged loss parts)."""
+    import time
+
+    from . import models, sentiment
+
+    terms = _check_variant(variant)
+    r = feature_recipe(task)
+    student = narrow_student(teacher, task.profile, seed=seed)
+    models.freeze_word_embeddings(student)
+    n_s, n_t = features.num_layers(student), features.num_layers(teacher)
+    pairs = features.layer_map(n_s, n_t, r["layer_map"])
+    start = time.perf_counter()
+    tr = train_with_features(
+        student, task.data["train"], task.tokenizer, teacher=teacher,
+        hidden_pairs=pairs if terms["hidden"] else None, hidden_weight=r["hidden_weight"] if terms["hidden"] else 0.0,
+        hidden_loss=r["hidden_loss"], attention_pairs=pairs if terms["attention"] else None,
+        attention_weight=r["attention_weight"] if terms["attention"] else 0.0, attention_loss=r["attention_loss"],
+        temperature=r["temperature"], alpha_kd=r["alpha_kd"], seed=r["data_seed"], projection_seed=seed,
+        teacher_cache=teacher_cache, max_steps=r["max_steps"], learning_rate=r["learning_rate"],
+        per_device_train_batch_size=r["per_device_train_batch_size"],
+        logging_steps=max(1, r["max_steps"] // 6))
+    seconds = time.perf_counter() - start
+    student.eval()
+    test_logits = sentiment.logits_of(student, task, "test")
+    log = [{k: v for k, v in entry.items() if k in ("step", "loss", "ce", "kd", "hidden", "attention")}
+           for entry in tr.state.log_history if "loss" in entry]
+    metrics = {"train_seconds": round(seconds, 1), "steps": tr.state.global_step,
+               "test_accuracy": kd.accuracy(test_logits, task.data["test"]["label"]),
+               "validation_accuracy": kd.accuracy(sentiment.logits_of(student, task, "validation"),
+                                                  task.data["validation"]["label"]),
+               "test_logits": test_logits.round(5).tolist(), "log": log}
+    return student, metrics
+
+
+def feature_student(task: Any, teacher: nn.Module, variant: str = "hidden", seed: int = 0,
+                    teacher_cache: TeacherCache | None = None, retrain: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Like :func:`train_feature_student`, through the model cache (name ``features-<variant>-s<seed>``): notebook
+    04 trains these students, later notebooks load them the same way, e.g.
+    ``model, metrics = feature_student(task, teacher, "hidden", seed=0)``; ``metrics["test_logits"]`` holds the
+    student's test logits as for :func:`course_utils.sentiment.student`.
+
+    The cache key holds the recipe, the data split sizes, the teacher's weights digest, the variant and the seed:
+    a changed recipe or teacher trains (and caches) a new student.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    from . import cache, models, sentiment
+
+    _check_variant(variant)
+    r = feature_recipe(task)
+    name = f"features-{variant}-s{seed}"
+    fp = task.fingerprint(splits=("train", "validation", "test"), variant=variant, seed=seed,
+                          teacher=sentiment.weights_digest(teacher), recipe04=r,
+                          student=NARROW_STUDENTS[task.profile], feature_terms=FEATURE_VARIANTS[variant])
+    hit = None if retrain else cache.load(name, AutoModelForSequenceClassification, fp, task.profile)
+    if hit is not None:
+        models.freeze_word_embeddings(hit[0])  # as when it was trained
+        return hit
+    model, metrics = train_feature_student(task, teacher, variant, seed, teacher_cache)
+    cache.save(model, name, fp, metrics, task.profile)
+    return model, metrics
 
 
 # ================================================================================================ CKA

@@ -365,3 +365,101 @@ def test_train_cnn_errors(images, kw, error, match):
         ft.train_cnn(make_cnn((4, 8), seed=1), x, y, **kw)
     with pytest.raises(ValueError, match="labels"):
         ft.train_cnn(make_cnn((4, 8), seed=1), x, y[:3])
+
+
+# ============================================================================================ teacher cache
+def test_teacher_cache_gives_the_live_teacher_results(tmp_path, train_set, tokenizer):
+    """Two trainings on the same batches (same data_seed): with a shared cache the second one never runs the
+    teacher, and every run ends with exactly the weights of an uncached run."""
+    def run(cache, seed):
+        student = bert(2, 16, seed=seed)
+        tr = make_trainer(tmp_path, train_set, tokenizer, student=student, teacher=bert(4, 32, seed=2),
+                          teacher_cache=cache)
+        tr.args.data_seed = 0
+        tr.train()
+        return student
+    cache = ft.TeacherCache()
+    live = run(None, 1)
+    cached = run(cache, 1)
+    misses = cache.misses
+    assert misses > 0 and cache.hits == 0 and len(cache) == misses and cache.nbytes() > 0
+    again = run(cache, 3)  # another student, same batches: all hits
+    assert cache.misses == misses and cache.hits == misses
+    for (k, a), (_, b) in zip(live.state_dict().items(), cached.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=k)
+    assert again is not None
+
+
+def test_teacher_cache_completes_entries_and_is_type_checked(tmp_path, train_set, tokenizer):
+    cache = ft.TeacherCache()
+    teacher = bert(4, 32, seed=2).eval()
+    b = {k: v for k, v in batch(train_set, tokenizer).items() if k != "labels"}
+    out = cache.outputs(teacher, b, {2}, set())
+    assert out.hidden_states[2] is not None and out.hidden_states[1] is None and all(a is None for a in out.attentions)
+    teacher.set_attn_implementation("eager")
+    out = cache.outputs(teacher, b, {2, 4}, {4})  # more layers requested: the entry is completed
+    assert cache.misses == 2 and len(cache) == 1
+    with torch.no_grad():
+        ref = teacher(**b, output_hidden_states=True, output_attentions=True)
+    torch.testing.assert_close(out.hidden_states[4], ref.hidden_states[4])
+    torch.testing.assert_close(out.attentions[3], ref.attentions[3])
+    torch.testing.assert_close(out.logits, ref.logits)
+    cache.outputs(teacher, b, {2}, {4})
+    assert cache.hits == 1
+    with pytest.raises(TypeError, match="TeacherCache"):
+        make_trainer(tmp_path, train_set, tokenizer, teacher_cache={})
+
+
+# ==================================================================================== notebook 04's students
+@pytest.fixture
+def tiny_task(monkeypatch, tmp_path, train_set, tokenizer):
+    """A stand-in for sentiment.prepare(): tiny splits, a 2 × 16 narrow student, a 4-step recipe, a temporary cache."""
+    from types import SimpleNamespace
+
+    from datasets import DatasetDict
+
+    monkeypatch.setenv("KD_COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(ft.NARROW_STUDENTS, "small", dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                                          intermediate_size=32, attention_probs_dropout_prob=0.0))
+    monkeypatch.setitem(ft.FEATURE_RECIPES, "small", dict(ft.FEATURE_RECIPES["small"], max_steps=4,
+                                                          per_device_train_batch_size=8))
+    recipe = SimpleNamespace(fresh_kd=dict(temperature=2.0, alpha_kd=0.9))
+    splits = DatasetDict(train=train_set, validation=train_set.select(range(8)), test=train_set.select(range(12)))
+    return SimpleNamespace(profile="small", recipe=recipe, tokenizer=tokenizer, data=splits,
+                           fingerprint=lambda splits=None, **extra: {"tiny": True, **extra})
+
+
+@pytest.mark.parametrize("variant", sorted(ft.FEATURE_VARIANTS))
+def test_feature_student_trains_caches_and_reloads(tiny_task, variant):
+    teacher = bert(4, 32, seed=2)
+    model, metrics = ft.feature_student(tiny_task, teacher, variant, seed=0)
+    assert metrics["steps"] == 4 and len(metrics["test_logits"]) == 12 and 0 <= metrics["test_accuracy"] <= 1
+    logged = set().union(*[set(e) for e in metrics["log"]])
+    assert ("hidden" in logged) == ft.FEATURE_VARIANTS[variant]["hidden"]
+    assert ("attention" in logged) == ft.FEATURE_VARIANTS[variant]["attention"]
+    again, metrics2 = ft.feature_student(tiny_task, teacher, variant, seed=0)  # from the cache now
+    assert metrics2["test_logits"] == metrics["test_logits"]
+    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=k)
+    assert not again.bert.embeddings.word_embeddings.weight.requires_grad  # frozen, as in training
+    other = bert(4, 32, seed=5)  # another teacher: not the cached student
+    _, metrics3 = ft.feature_student(tiny_task, other, variant, seed=0)
+    assert metrics3["test_logits"] != metrics["test_logits"]
+
+
+def test_feature_student_variants_share_the_teacher_cache(tiny_task):
+    teacher, cache = bert(4, 32, seed=2), ft.TeacherCache()
+    ft.train_feature_student(tiny_task, teacher, "hidden_attention", seed=0, teacher_cache=cache)
+    misses = cache.misses
+    ft.train_feature_student(tiny_task, teacher, "logit", seed=1, teacher_cache=cache)
+    ft.train_feature_student(tiny_task, teacher, "hidden", seed=2, teacher_cache=cache)
+    assert cache.misses == misses and cache.hits == 2 * misses   # same batches: the teacher ran only for the first
+
+
+def test_feature_student_errors(tiny_task):
+    teacher = bert(4, 32, seed=2)
+    with pytest.raises(ValueError, match="unknown variant"):
+        ft.feature_student(tiny_task, teacher, "hiden")
+    tiny_task.profile = "tpu"
+    with pytest.raises(ValueError, match="no feature-distillation recipe"):
+        ft.feature_recipe(tiny_task)
