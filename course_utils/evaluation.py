@@ -98,6 +98,7 @@ __all__ = [
     # harness
     "ClassifierEvaluation",
     "evaluate_classifiers",
+    "readable_columns",
     "pareto_front",
     "results_path",
 ]
@@ -1289,6 +1290,12 @@ class ClassifierEvaluation:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.table.to_csv(path, index_label="model")
         return path
+
+
+def readable_columns(table: "pd.DataFrame") -> "pd.DataFrame":
+    """``table`` with the harness's machine-readable column names (``b32_median_ms``, ``size_mb``, …) replaced by
+    readable ones (``b32 latency median (ms)``, ``size on disk (MB)``, …); other columns keep their names."""
+    return table.rename(columns=_pretty_name)
 
 
 def _pretty_name(column: str) -> str:
