@@ -59,6 +59,11 @@ __all__ = [
     "vocabulary_size",
     "mistral_tokenizer",
     "gpt2_tokenizer",
+    "NOTEBOOK_STEPS",
+    "training_steps",
+    "eval_every",
+    "DistilledStudents",
+    "distilled_students",
 ]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -121,7 +126,7 @@ class LLMRecipe:
     student_prompt: str = "chat"
     system_prompt: str | None = None
     data: str = "instructions"
-    n_train: int = 160
+    n_train: int = 256
     n_heldout: int = 32
     max_new_tokens: int = 40
     max_length: int = 128
@@ -185,7 +190,7 @@ SMALL_SYSTEM_PROMPT = "Keep every answer to one short sentence."
 
 #: A *constant* learning rate after a short warm-up: students trained for different numbers of steps then follow the
 #: same curve (a shorter run is a prefix of a longer one), so equal-step and equal-time comparisons are fair.
-SMALL_HPARAMS = dict(max_steps=80, per_device_train_batch_size=4, learning_rate=3e-3, warmup_steps=5,
+SMALL_HPARAMS = dict(max_steps=80, per_device_train_batch_size=4, learning_rate=2e-3, warmup_steps=5,
                      lr_scheduler_type="constant_with_warmup", weight_decay=0.0, logging_steps=10)
 GPU_HPARAMS = dict(num_train_epochs=2, per_device_train_batch_size=4, gradient_accumulation_steps=2,
                    learning_rate=2e-4, warmup_steps=0.05, lr_scheduler_type="cosine", weight_decay=0.0,
@@ -545,3 +550,118 @@ def memory_footprint_mb(model: "nn.Module") -> float:
     if hasattr(model, "get_memory_footprint"):
         return model.get_memory_footprint() / 1e6
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 1e6
+
+
+# ------------------------------------------------------------------------------- notebook 05's students, reusable
+#: Training steps of notebook 05's students in the ``small`` profile (the ``gpu`` profile trains for the recipe's
+#: epochs). The live-teacher KD run is short: it only measures what a teacher forward per step costs.
+NOTEBOOK_STEPS = {"small": {"sft": 80, "token_kd": 12, "topk_kd": 80}}
+_EVAL_EVERY = {"small": 20, "gpu": 50}
+
+
+def training_steps(r: LLMRecipe, method: str) -> dict:
+    """``{"max_steps": n}`` for notebook 05's ``method`` student in ``r.profile``, or ``{}`` (the recipe's epochs)."""
+    steps = NOTEBOOK_STEPS.get(r.profile, {})
+    return {"max_steps": steps[method]} if method in steps else {}
+
+
+def eval_every(r: LLMRecipe) -> int:
+    """How often (steps) notebook 05 records held-out perplexity while a student trains."""
+    return _EVAL_EVERY.get(r.profile, 50)
+
+
+@dataclass
+class DistilledStudents:
+    """Notebook 05's models and held-out data, as returned by :func:`distilled_students`.
+
+    Attributes:
+        recipe: the profile's :class:`LLMRecipe`.
+        tokenizer: the student's tokenizer (left padding).
+        teacher: the frozen teacher, or None when it was not needed (``with_teacher=False`` and every student cached).
+        pruned: the student before training (the pruned base in ``small``, plain Phi-2 in ``gpu``), eval mode.
+        students: ``{method: LoRA student}`` (peft ``PeftModel``, eval mode), e.g. ``"sft"``, ``"topk_kd"``.
+        runs: ``{method: info}`` from :func:`course_utils.llm_trainer.distil` (curve, seconds per step, …).
+        heldout_records: the filtered held-out prompts with the teacher's responses (``instruction``, ``context``,
+            ``response`` …).
+        heldout_data: the same tokenised for the student (``input_ids``, ``attention_mask``, ``labels``).
+    """
+
+    recipe: LLMRecipe
+    tokenizer: Any
+    teacher: Any
+    pruned: Any
+    students: dict
+    runs: dict
+    heldout_records: list
+    heldout_data: Any
+
+
+def distilled_students(profile: Any = None, methods: Sequence[str] | None = None, with_teacher: bool = True,
+                       verbose: bool = False, **overrides: Any) -> DistilledStudents:
+    """Notebook 05's distilled LLM students, loaded from the course cache (trained on demand, as notebook 05 does).
+
+    Runs notebook 05's pipeline with its exact settings — prompts, teacher responses (cached), filter, SFT
+    examples, the teacher's top-k (cached) and :func:`course_utils.llm_trainer.distil` with
+    :func:`training_steps` / :func:`eval_every` — so after notebook 05 every step is a cache hit (seconds);
+    on an empty cache it costs what notebook 05's training costs.
+
+    Args:
+        profile: a ``Profile``, its name, or None (``small``).
+        methods: which students; default ``("sft", "topk_kd")`` when teacher and student share a vocabulary,
+            else ``("sft", "uld")``.
+        with_teacher: load the teacher even if every student is cached (needed to score KD loss against it).
+        verbose: print what is loaded or trained.
+        overrides: :func:`recipe` overrides (a different recipe trains, and caches, different students).
+
+    Returns:
+        :class:`DistilledStudents`.
+
+    Example::
+
+        d = llm.distilled_students("small")
+        scores = llm_eval.evaluate_many({"pruned": d.pruned, **d.students}, d.heldout_data, teacher=d.teacher)
+    """
+    from . import llm_data, llm_eval, llm_trainer
+
+    r = recipe(profile, **overrides)
+    default = ("sft", "topk_kd") if r.shared_vocabulary else ("sft", "uld")
+    methods = tuple(default if methods is None else methods)
+    for m in methods:
+        if m not in llm_trainer.METHODS:
+            raise ValueError(f"unknown method {m!r}; expected some of {llm_trainer.METHODS}")
+        if m in ("token_kd", "topk_kd") and not r.shared_vocabulary:
+            raise ValueError(f"method {m!r} needs one shared vocabulary; the {r.profile} recipe's teacher and student "
+                             "have two: use 'sft' (sequence-level KD) or 'uld'")
+    tokenizer = load_tokenizer(r.student)
+    teacher_tokenizer = load_tokenizer(r.teacher) if r.teacher != r.student else tokenizer
+    loaded: dict[str, Any] = {}
+
+    def get_teacher() -> Any:
+        if "teacher" not in loaded:
+            loaded["teacher"] = load_teacher(r)
+        return loaded["teacher"]
+
+    prompts = llm_data.instruction_prompts(r)
+    generated = llm_data.teacher_responses(r, get_teacher, teacher_tokenizer, prompts)
+    kept, _ = llm_data.filter_responses(generated["train"])
+    heldout_records, _ = llm_data.filter_responses(generated["heldout"])
+    train_data = llm_data.sft_dataset(kept, tokenizer, r)
+    heldout_data = llm_data.sft_dataset(heldout_records, tokenizer, r)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pruned = load_student_base(r).eval()
+    start = round(llm_eval.evaluate_lm(pruned, heldout_data, pad_token_id=pad)["perplexity"], 4)
+    students, runs = {}, {}
+    for m in methods:
+        kwargs: dict[str, Any] = dict(training_steps(r, m))
+        data = train_data
+        if m == "topk_kd":
+            data, stats = llm_trainer.teacher_topk(r, get_teacher, train_data, pad, verbose=verbose)
+            kwargs["offset_seconds"] = stats["seconds"]
+        elif m == "uld":
+            data = llm_data.sft_dataset(kept, tokenizer, r, teacher_tokenizer=teacher_tokenizer)
+        students[m], runs[m] = llm_trainer.distil(r, m, data, tokenizer, teacher=get_teacher, heldout=heldout_data,
+                                                  eval_every=eval_every(r), start_perplexity=start, verbose=verbose,
+                                                  **kwargs)
+        students[m].eval()
+    teacher = get_teacher() if with_teacher else loaded.get("teacher")
+    return DistilledStudents(r, tokenizer, teacher, pruned, students, runs, heldout_records, heldout_data)

@@ -309,3 +309,38 @@ def test_gpu_path_uld_with_a_live_teacher(gpu):
     ref = llm_losses.uld_loss(z, v, llm_losses.shift_labels(batch["labels"]) != -100,
                               llm_losses.shift_labels(batch["teacher_labels"]) != -100, r.temperature)
     assert torch.allclose(terms["uld"].detach(), ref, atol=1e-5)
+
+
+def test_distilled_students_trains_once_then_loads_from_the_cache(small, monkeypatch):
+    r, tok, teacher, data = small
+    answers = [f"the answer is {w} ." for w in ("red", "blue", "green", "seven", "tall", "quiet", "warm", "old",
+                                                "fast", "round", "sweet", "bright")]
+
+    def fake_generate(model, tokenizer, prompts, *args, **kwargs):   # tiny random models write noise the filter drops
+        return [{"response": answers[i % len(answers)], "new_tokens": 4, "finished": True}
+                for i, _ in enumerate(prompts)]
+
+    monkeypatch.setattr(llm_data, "generate", fake_generate)
+    monkeypatch.setitem(llm.NOTEBOOK_STEPS, "small", {"sft": 2, "topk_kd": 2})
+    settings = dict(drop_layers=r.drop_layers, n_train=r.n_train, n_heldout=r.n_heldout, max_new_tokens=r.max_new_tokens,
+                    max_length=r.max_length, generation_batch_size=r.generation_batch_size, hparams=r.hparams,
+                    top_k=r.top_k)
+    first = llm.distilled_students("small", **settings)
+    assert set(first.students) == {"sft", "topk_kd"} and first.teacher is not None
+    assert all(info["steps"] == 2 and len(info["curve"]) == 2 for info in first.runs.values())
+    assert len(first.heldout_data) == len(first.heldout_records) > 0
+    monkeypatch.setattr(llm, "load_teacher", lambda *a, **k: pytest.fail("a cached run loaded the teacher"))
+    again = llm.distilled_students("small", with_teacher=False, **settings)
+    assert again.teacher is None and again.runs == first.runs
+    ids = torch.tensor([first.heldout_data[0]["input_ids"]])
+    with torch.no_grad():
+        for m in first.students:
+            assert torch.allclose(again.students[m](ids).logits, first.students[m](ids).logits, atol=1e-5)
+
+
+def test_distilled_students_refuses_token_level_methods_across_vocabularies(gpu):
+    r, _, _ = gpu
+    with pytest.raises(ValueError, match="shared vocabulary"):
+        llm.distilled_students("gpu", methods=("topk_kd",), teacher=r.teacher, student=r.student)
+    with pytest.raises(ValueError, match="unknown method"):
+        llm.distilled_students("gpu", methods=("kd",), teacher=r.teacher, student=r.student)
