@@ -13,7 +13,6 @@ generations against the teacher's, and side-by-side samples.
 from __future__ import annotations
 
 import math
-import re
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
@@ -128,45 +127,8 @@ def evaluate_many(models: Mapping[str, "nn.Module"], dataset: "Dataset", teacher
 
 
 # ------------------------------------------------------------------------------------------------------ ROUGE-L
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens (letters, digits, underscore); punctuation and case do not count."""
-    return re.findall(r"\w+", text.lower())
-
-
-def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence (dynamic programming, O(len(a)·len(b)) time, O(len(b)) memory)."""
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 of ``candidate`` against ``reference`` (Lin 2004), on lower-cased words.
-
-    With L = the length of the longest common subsequence of the two word lists (in order, gaps allowed),
-    P = L / |candidate|, R = L / |reference|, F1 = 2PR / (P + R). 0 when either text has no word or nothing is
-    shared; 1 for identical word sequences.
-    """
-    if not isinstance(candidate, str) or not isinstance(reference, str):
-        raise TypeError(f"rouge_l compares two strings, got {type(candidate).__name__} and {type(reference).__name__}")
-    c, r = words(candidate), words(reference)
-    lcs = _lcs(c, r) if c and r else 0
-    if lcs == 0:
-        return 0.0
-    p, rec = lcs / len(c), lcs / len(r)
-    return 2 * p * rec / (p + rec)
-
-
-def rouge_l_scores(candidates: Sequence[str], references: Sequence[str]) -> list[float]:
-    """:func:`rouge_l` for aligned lists (the i-th candidate against the i-th reference)."""
-    if len(candidates) != len(references):
-        raise ValueError(f"{len(candidates)} candidates but {len(references)} references")
-    return [rouge_l(c, r) for c, r in zip(candidates, references)]
-
+# One implementation for the course: notebook 05 scores generations with the evaluation harness's ROUGE-L.
+from .evaluation import _lcs, rouge_l, rouge_l_scores, words  # noqa: E402,F401
 
 # --------------------------------------------------------------------------------------------------- samples
 def student_generations(model: "nn.Module", tokenizer: Any, records: Sequence[Mapping[str, Any]], r: "LLMRecipe",
