@@ -472,10 +472,14 @@ FEATURE_RECIPES: dict[str, dict[str, Any]] = {
     # The narrow student (NARROW_STUDENTS) on the 2,000 labelled snippets, every variant and seed on the same
     # batches (the Trainer is seeded with data_seed; the batch order and dropout follow it) for the same number of
     # steps; the student's seed changes its initialisation and its projections' initialisation.
-    "small": dict(max_steps=126, learning_rate=1.5e-3, per_device_train_batch_size=32, hidden_weight=0.1,
-                  attention_weight=1.0, hidden_loss="mse", attention_loss="kl", layer_map="uniform", data_seed=0),
-    "gpu": dict(max_steps=500, learning_rate=5e-4, per_device_train_batch_size=32, hidden_weight=0.1,
-                attention_weight=1.0, hidden_loss="mse", attention_loss="kl", layer_map="uniform", data_seed=0),
+    # The hidden term is DistilBERT's cosine loss (through the projections) with weight 1: chosen on the validation
+    # split over seeds 0-2 (small profile). The MSE hint at weight 0.1 was unstable there: with the attention term one
+    # seed stayed at chance, and at weight 1 the MSE (raw, about ten times the KD term) drowned the logit loss; the
+    # cosine ignores the hidden vectors' lengths and stays between 0 and 2.
+    "small": dict(max_steps=126, learning_rate=1.5e-3, per_device_train_batch_size=32, hidden_weight=1.0,
+                  attention_weight=1.0, hidden_loss="cosine", attention_loss="kl", layer_map="uniform", data_seed=0),
+    "gpu": dict(max_steps=500, learning_rate=5e-4, per_device_train_batch_size=32, hidden_weight=1.0,
+                attention_weight=1.0, hidden_loss="cosine", attention_loss="kl", layer_map="uniform", data_seed=0),
 }
 """Training recipe of notebook 04's narrow students per profile (the KD settings are the recipe's fresh students',
 :func:`course_utils.sentiment.kd_settings` ``(task, "fresh")``)."""

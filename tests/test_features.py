@@ -322,7 +322,17 @@ def test_cka_matrix_and_token_features():
     mat = cka_matrix([a, b], [a, b, a])
     assert mat.shape == (2, 3)
     assert mat[0, 0] == pytest.approx(1.0) and mat[0, 2] == pytest.approx(1.0) and mat[1, 1] == pytest.approx(1.0)
+    assert mat[0, 1] == pytest.approx(linear_cka(a, b), abs=1e-12)   # the shared-centring shortcut, same numbers
+    assert mat[1, 0] == pytest.approx(linear_cka(b, a), abs=1e-12)
     with pytest.raises(ValueError, match="at least one"):
         cka_matrix([], [a])
+    with pytest.raises(ValueError, match="row counts"):
+        cka_matrix([a], [randn(40, 4, seed=3)])
+    with pytest.raises(ValueError, match="constant"):
+        cka_matrix([a], [torch.ones(50, 3)])
+    with pytest.raises(ValueError, match="matrix"):
+        cka_matrix([randn(50, 2, 2, seed=4)], [a])
+    with pytest.raises(TypeError, match="torch.Tensor or numpy"):
+        cka_matrix([[[1.0, 2.0]]], [a])
     with pytest.raises(ValueError, match="\\(B, S, H\\)"):
         token_features(randn(3, 4))
