@@ -73,57 +73,18 @@ def evaluate_lm(model: "nn.Module", dataset: "Dataset", teacher: "nn.Module | No
     return out
 
 
-@torch.inference_mode()
 def evaluate_many(models: Mapping[str, "nn.Module"], dataset: "Dataset", teacher: "nn.Module | None" = None,
                   temperature: float = 2.0, batch_size: int = 16, pad_token_id: int = 0) -> "pd.DataFrame":
     """:func:`evaluate_lm` for several models at once, the teacher run once per batch; one row per model.
 
-    Columns: ``perplexity`` and ``ce`` on the teacher's response tokens and, with a ``teacher``, ``kd`` (T²·KL(p ‖ q)
-    against it). The teacher's own perplexity is in ``attrs["teacher_perplexity"]``.
+    The evaluation harness's :func:`course_utils.evaluation.language_model_scores`: columns ``perplexity`` and
+    ``ce`` on the teacher's response tokens and, with a ``teacher``, ``kd`` (T²·KL(p ‖ q) against it); the teacher's
+    own perplexity is in ``attrs["teacher_perplexity"]``, the number of scored tokens in ``attrs["tokens"]``.
     """
-    import pandas as pd
+    from . import evaluation
 
-    collate = CausalLMCollator(pad_token_id)
-    sums = {name: [0.0, 0.0] for name in models}
-    t_ce, n = 0.0, 0
-    states = {name: m.training for name, m in models.items()}
-    for m in models.values():
-        m.eval()
-    cols = ("input_ids", "attention_mask", "labels")
-    try:
-        for s in range(0, len(dataset), batch_size):
-            batch = collate([{c: dataset[i][c] for c in cols} for i in range(s, min(s + batch_size, len(dataset)))])
-            targets = llm_losses.shift_labels(batch["labels"])
-            valid = targets != -100
-            n += int(valid.sum())
-            log_p = None
-            if teacher is not None:
-                dev = next(teacher.parameters()).device
-                v = teacher(input_ids=batch["input_ids"].to(dev),
-                            attention_mask=batch["attention_mask"].to(dev)).logits.float().cpu()[valid]
-                t_ce += float(F.cross_entropy(v, targets[valid], reduction="sum"))
-                log_p = torch.log_softmax(v / temperature, -1)
-            for name, model in models.items():
-                dev = next(model.parameters()).device
-                z = model(input_ids=batch["input_ids"].to(dev),
-                          attention_mask=batch["attention_mask"].to(dev)).logits.float().cpu()[valid]
-                sums[name][0] += float(F.cross_entropy(z, targets[valid], reduction="sum"))
-                if log_p is not None:
-                    llm_losses.check_same_vocabulary(z, log_p)
-                    log_q = torch.log_softmax(z / temperature, -1)
-                    sums[name][1] += float((log_p.exp() * (log_p - log_q)).sum()) * temperature**2
-    finally:
-        for name, m in models.items():
-            m.train(states[name])
-    if n == 0:
-        raise ValueError("the dataset has no response token to score (every label is -100)")
-    rows = {name: {"perplexity": math.exp(ce / n), "ce": ce / n, **({"kd": kd / n} if teacher is not None else {})}
-            for name, (ce, kd) in sums.items()}
-    table = pd.DataFrame(rows).T
-    table.attrs["tokens"] = n
-    if teacher is not None:
-        table.attrs["teacher_perplexity"] = math.exp(t_ce / n)
-    return table
+    return evaluation.language_model_scores(models, dataset, teacher=teacher, temperature=temperature,
+                                            batch_size=batch_size, pad_token_id=pad_token_id)
 
 
 # ------------------------------------------------------------------------------------------------------ ROUGE-L

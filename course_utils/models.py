@@ -20,9 +20,7 @@ import copy
 import numbers
 import os
 import re
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -295,22 +293,15 @@ def freeze_word_embeddings(model: "nn.Module") -> int:
 
 # -------------------------------------------------------------------------------------------------- sizes
 def count_parameters(model: "nn.Module", trainable_only: bool = False, exclude_embeddings: bool = False) -> int:
-    """Number of parameters (shared tensors counted once).
+    """Number of parameters (shared tensors counted once): :func:`course_utils.evaluation.count_parameters`.
 
     Args:
         trainable_only: count only parameters with ``requires_grad``.
         exclude_embeddings: leave out the input (word) embedding matrix.
     """
-    skip = set()
-    if exclude_embeddings:
-        skip = {id(p) for p in model.get_input_embeddings().parameters()}
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) in seen or id(p) in skip or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
+    from . import evaluation
+
+    return evaluation.count_parameters(model, trainable_only=trainable_only, exclude_embeddings=exclude_embeddings)
 
 
 def size_on_disk_mb(model: "nn.Module") -> float:
@@ -321,12 +312,6 @@ def size_on_disk_mb(model: "nn.Module") -> float:
 
 
 # ------------------------------------------------------------------------------------------------ latency
-def _forward_keys(model: "nn.Module") -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model.forward).parameters)
-
-
 def benchmark_latency(
     models: "dict[str, nn.Module]",
     tokenizer: Any,
@@ -339,61 +324,16 @@ def benchmark_latency(
 ) -> "pd.DataFrame":
     """CPU inference latency: median milliseconds per batch, for several models measured side by side.
 
-    Every model sees the same inputs (the first ``b`` of ``texts``, padded to the longest). Runs are interleaved
-    (model A, model B, …, repeated), so a background load slows all models alike and the *ratios* stay fair.
-    Each (model, batch size) gets ``warmup`` untimed runs, then ``repeats`` timed ones; the median is reported.
-
-    Args:
-        models: ``{name: model}``; each is put in eval mode and run on the CPU under ``torch.inference_mode``.
-        tokenizer: the tokenizer shared by the models.
-        texts: at least ``max(batch_sizes)`` strings.
-        threads: ``torch.set_num_threads`` during the benchmark (restored after); default: all cores, at most 8.
-        max_length: truncation length, as in training.
+    The evaluation harness's :func:`course_utils.evaluation.benchmark_latency` (every model sees the same inputs,
+    warm-up, fixed threads, interleaved repeats, median), under the name notebook 03 introduces.
 
     Returns:
         DataFrame indexed by model name with columns ``"latency b{b} (ms)"``; ``df.attrs["threads"]`` and
         ``df.attrs["raw"]`` (all timings, seconds) record how it was measured.
-    """
-    import pandas as pd
-    import torch
 
-    if not models:
-        raise ValueError("models is empty")
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be ≥ 1 and warmup ≥ 0, got {repeats}, {warmup}")
-    texts = list(texts)
-    if len(texts) < max(batch_sizes):
-        raise ValueError(f"need at least {max(batch_sizes)} texts, got {len(texts)}")
-    threads = threads or min(8, os.cpu_count() or 1)
-    old_threads = torch.get_num_threads()
-    raw: dict[tuple[str, int], list[float]] = {}
-    torch.set_num_threads(threads)
-    try:
-        for b in batch_sizes:
-            enc = tokenizer(texts[:b], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            prepared = {}
-            for name, model in models.items():
-                model.eval()
-                keys = _forward_keys(model)
-                dev = next(model.parameters()).device
-                if dev.type != "cpu":
-                    raise ValueError(f"model {name!r} is on {dev}; benchmark_latency measures CPU latency")
-                prepared[name] = {k: v for k, v in enc.items() if k in keys}
-            with torch.inference_mode():
-                for name, model in models.items():
-                    for _ in range(warmup):
-                        model(**prepared[name])
-                for _ in range(repeats):
-                    for name, model in models.items():
-                        start = time.perf_counter()
-                        model(**prepared[name])
-                        raw.setdefault((name, b), []).append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(old_threads)
-    table = pd.DataFrame(
-        {f"latency b{b} (ms)": {name: 1000 * statistics.median(raw[(name, b)]) for name in models}
-         for b in batch_sizes}
-    )
-    table.attrs["threads"] = threads
-    table.attrs["raw"] = raw
-    return table
+    Raises:
+        ValueError: no models, fewer texts than the largest batch, a model not on the CPU, bad repeats/warm-up.
+    """
+    from . import evaluation
+
+    return evaluation.benchmark_latency(models, tokenizer, texts, batch_sizes, repeats, warmup, threads, max_length)

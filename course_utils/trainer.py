@@ -413,16 +413,16 @@ def add_teacher_logits(dataset: "Dataset", teacher: "nn.Module | np.ndarray", to
 
 
 def accuracy(logits: np.ndarray, labels: Sequence[int]) -> float:
-    """Share of argmax predictions equal to ``labels``."""
-    labels = np.asarray(labels)
-    if len(labels) != len(logits):
-        raise ValueError(f"{len(logits)} predictions but {len(labels)} labels")
-    return float((np.asarray(logits).argmax(-1) == labels).mean())
+    """Share of argmax predictions equal to ``labels``: :func:`course_utils.evaluation.accuracy`, the course's one
+    implementation (it also refuses NaN logits and labels outside the classes)."""
+    from . import evaluation
+
+    return evaluation.accuracy(logits, labels)
 
 
 def agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
-    """Share of examples on which two models predict the same class (e.g. student vs teacher)."""
-    if np.shape(logits_a) != np.shape(logits_b):
-        raise ValueError(f"shapes differ: {np.shape(logits_a)} vs {np.shape(logits_b)}")
-    return float((np.asarray(logits_a).argmax(-1) == np.asarray(logits_b).argmax(-1)).mean())
+    """Share of examples on which two models predict the same class: :func:`course_utils.evaluation.agreement`."""
+    from . import evaluation
+
+    return evaluation.agreement(logits_a, logits_b)
 
