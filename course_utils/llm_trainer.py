@@ -214,10 +214,38 @@ class CausalLMDistillationTrainer(DistillationTrainer):
         inputs = dict(inputs)
         # columns the student's forward() must not see; teacher_outputs / loss_terms read them
         self._extras = {k: inputs.pop(k) for k in (TOPK_IDS, TOPK_LSE, *TEACHER_COLUMNS) if k in inputs}
+        if self.method != "uld":  # ULD aligns two tokenizations by position: it keeps every logit
+            self._skip_prompt_logits(inputs)
         try:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
             self._extras = {}
+
+    def _skip_prompt_logits(self, inputs: dict[str, Any]) -> None:
+        """Compute logits only from the batch's first scored position on (``logits_to_keep``), in place.
+
+        The loss reads the logits at positions whose *next* label is not -100; every position before the earliest
+        response token of the batch is wasted work: an output projection to the whole vocabulary and, in
+        ``token_kd``, the same for the teacher. Prompts are about half of each example here, so this halves the
+        largest matrix product of a step. Labels and cached teacher columns are cut to the same window, so the
+        loss (shift by one inside the window) is unchanged.
+        """
+        labels = inputs.get("labels")
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 2 or labels.shape[1] < 2:
+            return
+        scored = labels[:, 1:] != -100                      # position p predicts label p + 1
+        rows = scored.any(dim=1)
+        if not bool(rows.any()):
+            return
+        first = int(scored[rows].float().argmax(dim=1).min())
+        if first == 0:
+            return
+        inputs["logits_to_keep"] = labels.shape[1] - first  # the last S - first positions
+        inputs["labels"] = labels[:, first:]
+        for store in (inputs, self._extras):
+            for key in (TOPK_IDS, TOPK_LOGITS, TOPK_LSE, "teacher_logits"):
+                if isinstance(store.get(key), torch.Tensor):
+                    store[key] = store[key][:, first:]
 
     def teacher_outputs(self, inputs: dict[str, torch.Tensor], precomputed: torch.Tensor | None) -> Any:
         if self.method == "sft":

@@ -325,7 +325,10 @@ def test_distilled_students_trains_once_then_loads_from_the_cache(small, monkeyp
     settings = dict(drop_layers=r.drop_layers, n_train=r.n_train, n_heldout=r.n_heldout, max_new_tokens=r.max_new_tokens,
                     max_length=r.max_length, generation_batch_size=r.generation_batch_size, hparams=r.hparams,
                     top_k=r.top_k)
+    assert not llm.students_cached("small", **settings)
     first = llm.distilled_students("small", **settings)
+    assert llm.students_cached("small", **settings)
+    assert not llm.students_cached("small", methods=("token_kd",), **settings)
     assert set(first.students) == {"sft", "topk_kd"} and first.teacher is not None
     assert all(info["steps"] == 2 and len(info["curve"]) == 2 for info in first.runs.values())
     assert len(first.heldout_data) == len(first.heldout_records) > 0
@@ -344,3 +347,34 @@ def test_distilled_students_refuses_token_level_methods_across_vocabularies(gpu)
         llm.distilled_students("gpu", methods=("topk_kd",), teacher=r.teacher, student=r.student)
     with pytest.raises(ValueError, match="unknown method"):
         llm.distilled_students("gpu", methods=("kd",), teacher=r.teacher, student=r.student)
+
+
+def test_prompt_logits_are_skipped_without_changing_loss_or_gradients(small):
+    # logits before the batch's first response token are never scored: the trainer does not compute them
+    r, tok, teacher, data = small
+    topk, _ = llm_trainer.add_teacher_topk(data, teacher, k=5, batch_size=4, pad_token_id=tok.pad_token_id)
+    for method, dataset, t in (("sft", data, None), ("token_kd", data, teacher), ("topk_kd", topk, None)):
+        results = []
+        for skip in (True, False):
+            student = llm.add_lora(llm.load_student_base(r), r, seed=0)
+            for n, p in student.named_parameters():
+                if "lora_B" in n:
+                    torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(len(n)))
+            trainer = _trainer(r, student, dataset, tok, method, t)
+            batch = dict(_batch(dataset, tok))
+            if skip:
+                probe = dict(batch)
+                trainer._skip_prompt_logits(probe)
+                first = int((batch["labels"][:, 1:] != -100).float().argmax(1).min())
+                assert first > 0 and probe["logits_to_keep"] == batch["labels"].shape[1] - first
+            else:
+                trainer._skip_prompt_logits = lambda inputs: None
+            loss = trainer.compute_loss(student, batch)
+            loss.backward()
+            results.append((loss.detach(), {n: p.grad.clone() for n, p in student.named_parameters()
+                                            if p.grad is not None}))
+        (a, ga), (b, gb) = results
+        assert torch.allclose(a, b, atol=1e-5), method
+        assert ga.keys() == gb.keys() and ga
+        for n in ga:
+            assert torch.allclose(ga[n], gb[n], atol=1e-5), (method, n)
