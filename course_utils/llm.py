@@ -607,7 +607,8 @@ def students_cached(profile: Any = None, methods: Sequence[str] | None = None, *
     """
     from . import cache
 
-    r = recipe(profile, **overrides)
+    # only names are needed: empty model paths spare the small profile's one-off GGUF conversion (≈ 25 s)
+    r = recipe(profile, **{"teacher": "", "student": "", **overrides})
     default = ("sft", "topk_kd") if r.shared_vocabulary else ("sft", "uld")
     names = [f"llm-teacher-responses-{r.data}", *(f"llm-student-{m}" for m in (methods or default))]
     return all(cache.load_meta(name, r.profile) is not None for name in names)
