@@ -468,28 +468,38 @@ def linear_cka(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> fl
         TypeError: not a tensor/array. ValueError: not 2-D, different row counts, fewer than 2 rows, a constant
         representation (its centred Gram matrix is 0).
     """
-    mats = []
-    for name, a in (("x", x), ("y", y)):
-        if isinstance(a, np.ndarray):
-            a = torch.from_numpy(a)
-        if not isinstance(a, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(a).__name__}")
-        if a.dim() != 2:
-            raise ValueError(f"{name} must be a matrix (n_examples, features), got shape {tuple(a.shape)}; flatten "
-                             "tokens first (token_features) or pool them")
-        mats.append(a.detach().to(torch.float64).cpu())
-    a, b = mats
+    a, b = _as_matrix(x, "x"), _as_matrix(y, "y")
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"x has {a.shape[0]} rows but y has {b.shape[0]}: CKA compares two representations of the "
                          "same examples, row by row")
     if a.shape[0] < 2:
         raise ValueError("CKA needs at least 2 examples")
+    (a, norm_a), (b, norm_b) = _centred(a, "x"), _centred(b, "y")
+    return _cka(a, norm_a, b, norm_b)
+
+
+def _as_matrix(a: Any, name: str) -> torch.Tensor:
+    """``a`` as a float64 CPU matrix, or a TypeError/ValueError naming ``name``."""
+    if isinstance(a, np.ndarray):
+        a = torch.from_numpy(a)
+    if not isinstance(a, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(a).__name__}")
+    if a.dim() != 2:
+        raise ValueError(f"{name} must be a matrix (n_examples, features), got shape {tuple(a.shape)}; flatten "
+                         "tokens first (token_features) or pool them")
+    return a.detach().to(torch.float64).cpu()
+
+
+def _centred(a: torch.Tensor, name: str) -> tuple[torch.Tensor, float]:
+    """Column-centred ``a`` and the Frobenius norm of its Gram matrix ‖AᵀA‖_F (CKA's normaliser)."""
     a = a - a.mean(0, keepdim=True)
-    b = b - b.mean(0, keepdim=True)
-    norm_a = torch.linalg.matrix_norm(a.T @ a)
-    norm_b = torch.linalg.matrix_norm(b.T @ b)
-    if float(norm_a) == 0.0 or float(norm_b) == 0.0:
-        raise ValueError("a representation is constant over the examples (zero after centring): CKA is undefined")
+    norm = float(torch.linalg.matrix_norm(a.T @ a))
+    if norm == 0.0:
+        raise ValueError(f"{name} is constant over the examples (zero after centring): CKA is undefined")
+    return a, norm
+
+
+def _cka(a: torch.Tensor, norm_a: float, b: torch.Tensor, norm_b: float) -> float:
     return float(torch.linalg.matrix_norm(b.T @ a) ** 2 / (norm_a * norm_b))
 
 
@@ -505,28 +515,15 @@ def cka_matrix(student_reps: Sequence[torch.Tensor], teacher_reps: Sequence[torc
     """
     if not student_reps or not teacher_reps:
         raise ValueError("cka_matrix needs at least one representation on each side")
-    # each matrix is validated, centred and its Gram norm ‖AᵀA‖_F computed once, not once per pair (linear_cka's
-    # numbers, about 3× less work)
-    def centred(a: Any, name: str) -> tuple[torch.Tensor, float]:
-        if isinstance(a, np.ndarray):
-            a = torch.from_numpy(a)
-        if not isinstance(a, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(a).__name__}")
-        if a.dim() != 2:
-            raise ValueError(f"{name} must be a matrix (n_examples, features), got shape {tuple(a.shape)}")
-        if a.shape[0] < 2:
-            raise ValueError("CKA needs at least 2 examples")
-        a = a.detach().to(torch.float64).cpu()
-        a = a - a.mean(0, keepdim=True)
-        norm = float(torch.linalg.matrix_norm(a.T @ a))
-        if norm == 0.0:
-            raise ValueError(f"{name} is constant over the examples (zero after centring): CKA is undefined")
-        return a, norm
-
-    s_c = [centred(a, f"student_reps[{i}]") for i, a in enumerate(student_reps)]
-    t_c = [centred(b, f"teacher_reps[{j}]") for j, b in enumerate(teacher_reps)]
-    rows = {a.shape[0] for a, _ in s_c + t_c}
+    # each matrix is validated, centred and its Gram norm computed once, not once per pair (linear_cka's numbers)
+    s_m = [_as_matrix(a, f"student_reps[{i}]") for i, a in enumerate(student_reps)]
+    t_m = [_as_matrix(b, f"teacher_reps[{j}]") for j, b in enumerate(teacher_reps)]
+    rows = {a.shape[0] for a in s_m + t_m}
     if len(rows) > 1:
         raise ValueError(f"the representations have different row counts {sorted(rows)}: CKA compares two "
                          "representations of the same examples, row by row")
-    return np.array([[float(torch.linalg.matrix_norm(b.T @ a) ** 2 / (na * nb)) for b, nb in t_c] for a, na in s_c])
+    if rows.pop() < 2:
+        raise ValueError("CKA needs at least 2 examples")
+    s_c = [_centred(a, f"student_reps[{i}]") for i, a in enumerate(s_m)]
+    t_c = [_centred(b, f"teacher_reps[{j}]") for j, b in enumerate(t_m)]
+    return np.array([[_cka(a, na, b, nb) for b, nb in t_c] for a, na in s_c])
