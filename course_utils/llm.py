@@ -598,6 +598,11 @@ class DistilledStudents:
     heldout_data: Any
 
 
+def _default_methods(r: LLMRecipe) -> tuple[str, str]:
+    """Notebook 05's students: SFT plus token-level KD from the cached top-k, or ULD across two vocabularies."""
+    return ("sft", "topk_kd") if r.shared_vocabulary else ("sft", "uld")
+
+
 def students_cached(profile: Any = None, methods: Sequence[str] | None = None, **overrides: Any) -> bool:
     """True when notebook 05's teacher responses and its ``methods`` students are in the course cache.
 
@@ -609,8 +614,7 @@ def students_cached(profile: Any = None, methods: Sequence[str] | None = None, *
 
     # only names are needed: empty model paths spare the small profile's one-off GGUF conversion (≈ 25 s)
     r = recipe(profile, **{"teacher": "", "student": "", **overrides})
-    default = ("sft", "topk_kd") if r.shared_vocabulary else ("sft", "uld")
-    names = [f"llm-teacher-responses-{r.data}", *(f"llm-student-{m}" for m in (methods or default))]
+    names = [f"llm-teacher-responses-{r.data}", *(f"llm-student-{m}" for m in (methods or _default_methods(r)))]
     return all(cache.load_meta(name, r.profile) is not None for name in names)
 
 
@@ -642,8 +646,7 @@ def distilled_students(profile: Any = None, methods: Sequence[str] | None = None
     from . import llm_data, llm_eval, llm_trainer
 
     r = recipe(profile, **overrides)
-    default = ("sft", "topk_kd") if r.shared_vocabulary else ("sft", "uld")
-    methods = tuple(default if methods is None else methods)
+    methods = tuple(_default_methods(r) if methods is None else methods)
     for m in methods:
         if m not in llm_trainer.METHODS:
             raise ValueError(f"unknown method {m!r}; expected some of {llm_trainer.METHODS}")

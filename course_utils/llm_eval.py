@@ -12,14 +12,9 @@ generations against the teacher's, and side-by-side samples.
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import torch
-import torch.nn.functional as F
-
-from . import llm_losses
-from .llm_data import CausalLMCollator, format_prompt, generate
+from .llm_data import format_prompt, generate
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -32,7 +27,6 @@ __all__ = ["evaluate_lm", "evaluate_many", "rouge_l", "rouge_l_scores", "student
 
 
 # --------------------------------------------------------------------------------------------------- perplexity
-@torch.inference_mode()
 def evaluate_lm(model: "nn.Module", dataset: "Dataset", teacher: "nn.Module | None" = None, temperature: float = 2.0,
                 batch_size: int = 16, pad_token_id: int = 0) -> dict[str, float]:
     """Held-out scores of ``model`` on the response tokens of a tokenised SFT ``dataset``.
@@ -41,35 +35,14 @@ def evaluate_lm(model: "nn.Module", dataset: "Dataset", teacher: "nn.Module | No
         ``{"perplexity": exp(mean CE), "ce": mean CE (nats/token), "tokens": N}`` plus, with a ``teacher`` that
         shares the vocabulary, ``"kd"``: T²·KL(p ‖ q) averaged over the same tokens, and ``"teacher_perplexity"``.
     """
-    collate = CausalLMCollator(pad_token_id)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    ce_sum, kd_sum, t_ce_sum, n = 0.0, 0.0, 0.0, 0
-    cols = ("input_ids", "attention_mask", "labels")
-    try:
-        for s in range(0, len(dataset), batch_size):
-            batch = collate([{c: dataset[i][c] for c in cols} for i in range(s, min(s + batch_size, len(dataset)))])
-            batch = {k: v.to(device) for k, v in batch.items()}
-            z = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-            targets = llm_losses.shift_labels(batch["labels"])
-            valid = targets != -100
-            ce_sum += float(F.cross_entropy(z[valid], targets[valid], reduction="sum"))
-            n += int(valid.sum())
-            if teacher is not None:
-                v = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-                llm_losses.check_same_vocabulary(z, v)
-                t_ce_sum += float(F.cross_entropy(v[valid], targets[valid], reduction="sum"))
-                log_p = torch.log_softmax(v[valid] / temperature, -1)
-                log_q = torch.log_softmax(z[valid] / temperature, -1)
-                kd_sum += float((log_p.exp() * (log_p - log_q)).sum()) * temperature**2
-    finally:
-        model.train(was_training)
-    if n == 0:
-        raise ValueError("the dataset has no response token to score (every label is -100)")
-    out = {"perplexity": math.exp(ce_sum / n), "ce": ce_sum / n, "tokens": n}
+    from . import evaluation
+
+    table = evaluation.language_model_scores({"model": model}, dataset, teacher=teacher, temperature=temperature,
+                                             batch_size=batch_size, pad_token_id=pad_token_id)
+    row = table.loc["model"]
+    out = {"perplexity": float(row["perplexity"]), "ce": float(row["ce"]), "tokens": int(table.attrs["tokens"])}
     if teacher is not None:
-        out.update(kd=kd_sum / n, teacher_perplexity=math.exp(t_ce_sum / n))
+        out.update(kd=float(row["kd"]), teacher_perplexity=float(table.attrs["teacher_perplexity"]))
     return out
 
 
