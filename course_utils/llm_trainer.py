@@ -515,8 +515,10 @@ def distil(
     wall = time.perf_counter() - start
     student.eval()
     steps = trainer.state.global_step
+    # Not rounded: train_seconds + offset_seconds must equal the curve's last point, or an equal-time comparison at
+    # this run's budget would miss its own final evaluation.
     train_seconds = (curve.points[-1]["train_seconds"] - offset_seconds) if curve and curve.points else wall
-    info = {"method": method, "steps": steps, "train_seconds": round(train_seconds, 1),
+    info = {"method": method, "steps": steps, "train_seconds": train_seconds,
             "seconds_per_step": round(train_seconds / max(steps, 1), 3),
             "trainable_parameters": count_parameters(student, trainable_only=True),
             "curve": curve.points if curve else [], "offset_seconds": offset_seconds,

@@ -231,6 +231,8 @@ def test_distil_caches_adapter_and_curve(small):
     assert info["steps"] == 2 and len(info["curve"]) == 3 and info["trainable_parameters"] > 0
     assert info["curve"][0]["perplexity"] == base_ppl
     assert any("kd" in e for e in info["log"])
+    # the run's time budget reaches its own last evaluation (an equal-time comparison must not miss it)
+    assert info["train_seconds"] + info["offset_seconds"] == pytest.approx(info["curve"][-1]["train_seconds"], abs=1e-9)
     again, info2 = llm_trainer.distil(r, "token_kd", data, tok, teacher=lambda: pytest.fail("loaded the teacher"),
                                       heldout=data, eval_every=1, start_perplexity=base_ppl, verbose=False)
     assert info2 == info
