@@ -385,7 +385,28 @@ def load_4bit(name_or_path: str, compute_dtype: str = "auto", double_quant: bool
         device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     model = _quiet_load(AutoModelForCausalLM, name_or_path, quantization_config=config, dtype=dtype,
                         device_map=device_map)
+    if next(model.parameters()).device.type == "cpu":
+        _check_cpu_packable(model)
     return model.eval()
+
+
+def _check_cpu_packable(model: "nn.Module", block_n: int = 32) -> None:
+    """Raise ``ValueError`` if bitsandbytes' CPU kernel could not repack one of ``model``'s NF4 layers.
+
+    On CPUs with AVX512-BF16, ``Linear4bit`` repacks its weight on the first no-grad forward in eval mode, which
+    needs ``in_features`` to be a whole number of quantization blocks and ``out_features`` a multiple of 32. Other
+    CPUs never repack, so the same model would work on one machine and crash on another: check on every CPU.
+    """
+    for name, module in model.named_modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if state is None or not hasattr(module, "in_features"):
+            continue
+        if module.in_features % state.blocksize or module.out_features % block_n:
+            raise ValueError(
+                f"layer '{name}' ({module.in_features} -> {module.out_features}) cannot run 4-bit on a CPU: "
+                f"bitsandbytes' CPU kernel needs in_features to be a multiple of the quantization block "
+                f"({state.blocksize}) and out_features a multiple of {block_n}. Use a model whose widths are "
+                f"multiples of 64, or load it without 4-bit on a CPU.")
 
 
 def load_teacher(r: LLMRecipe, device_map: Any = None) -> "nn.Module":

@@ -92,7 +92,10 @@ def tiny_mistral(tokenizer, seed: int = 1):
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(seed)
-    cfg = MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    # Widths are multiples of 64 because the course loads this teacher in 4-bit: on CPUs with AVX512-BF16,
+    # bitsandbytes repacks each NF4 layer for its CPU kernel, which needs in_features to be a whole number of
+    # 64-weight quantization blocks and out_features a multiple of 32 (see llm.load_4bit's check).
+    cfg = MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                         sliding_window=64, tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
                         eos_token_id=tokenizer.eos_token_id)

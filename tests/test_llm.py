@@ -6,6 +6,7 @@ no hub, no assets.
 """
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -207,6 +208,33 @@ def test_load_4bit_on_cpu(tmp_path):
         a, b = q(ids).logits, model(ids).logits
     assert a.shape == b.shape and torch.isfinite(a).all()
     assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.9  # 4-bit ≈ the fp32 model
+
+
+def test_tiny_4bit_layers_survive_the_cpu_repacking(tmp_path):
+    """bitsandbytes repacks NF4 weights for its CPU kernel only on CPUs with AVX512-BF16; call that repacking
+    (plain PyTorch) on every quantized layer so narrow tiny models fail on any CPU, not only on those."""
+    pytest.importorskip("bitsandbytes")
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+
+    tok = tiny.mistral_tokenizer()
+    q = llm.load_4bit(tiny.save(tiny.tiny_mistral(tok), tok, tmp_path / "mistral"), compute_dtype="float32")
+    layers = [m for m in q.modules() if type(m).__name__ == "Linear4bit"]
+    assert len(layers) == 2 * 7  # q, k, v, o, gate, up, down in each of the two decoder layers
+    for layer in layers:
+        state = copy.deepcopy(layer.weight.quant_state)
+        packed, state = _convert_weight_packed_for_cpu(layer.weight.data.clone(), state)
+        assert packed.shape == (layer.out_features, layer.in_features // 2) and state.packing_format_for_cpu
+
+
+def test_load_4bit_rejects_layers_the_cpu_kernel_cannot_pack(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from transformers import MistralConfig, MistralForCausalLM
+
+    tok = tiny.mistral_tokenizer()
+    narrow = MistralForCausalLM(MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                              num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
+    with pytest.raises(ValueError, match="multiple of the quantization block"):
+        llm.load_4bit(tiny.save(narrow, tok, tmp_path / "narrow"), compute_dtype="float32")
 
 
 def test_vocabulary_size_uses_the_head(tmp_path):

@@ -1,6 +1,7 @@
 """The exercise generator, the sync between solutions/ and notebooks/, and the notebook contract."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -201,3 +202,53 @@ def test_checked_cells_have_outputs():
             if cell.cell_type == "code" and cell.source.startswith("# NBVAL_CHECK_OUTPUT"):
                 assert cell.outputs, f"{path.name}: a NBVAL_CHECK_OUTPUT cell has no output to compare"
                 assert "perf_counter" not in cell.source, f"{path.name}: timings must never be compared by nbval"
+
+
+# --------------------------------------------------------------------------- outputs that depend on the CPU
+# A float printed with enough digits to show its last bits differs between CPUs (AVX2, AVX-512, PyTorch's scalar
+# kernels round differently): such a number in a compared output makes nbval fail on another machine although
+# nothing is wrong. Checked outputs print results; residues are asserted against a bound instead.
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])")
+RESIDUE_BELOW = 1e-10
+
+
+def rounding_residues(text: str) -> list[str]:
+    """The numbers in ``text`` whose printed digits are rounding noise: any ``-0`` (``-0.0``, ``-0.000``, ``-0e0``)
+    and any non-zero number of magnitude below ``RESIDUE_BELOW`` that is not a bound (after ``<``, ``≤``, ``>``)."""
+    found = []
+    for match in _NUMBER.finditer(text):
+        if re.search(r"[<>≤≥]=?\s*$", text[:match.start()]):
+            continue
+        token = match.group()
+        value = float(token)
+        if (value == 0 and token.startswith("-")) or 0 < abs(value) < RESIDUE_BELOW:
+            found.append(token)
+    return found
+
+
+@pytest.mark.parametrize("text, residues", [
+    ("ULD = 9.32e-17", ["9.32e-17"]), ("gap -0.0000 points", ["-0.0000"]), ("x = -0", ["-0"]),
+    ("-0e0 and 1.5e-11", ["-0e0", "1.5e-11"]), ("accuracy 0.8205, -0.97 GiB, 1e-10, 0.0, 2026-12-01", []),
+    ("loss 3.2e-05 at step 10", []), ("ULD < 1e-12: True, gap <= 1e-15", []),
+])
+def test_rounding_residues_finds_noise_not_results(text, residues):
+    assert rounding_residues(text) == residues
+
+
+def _output_text(cell) -> str:
+    parts = []
+    for out in cell.outputs:
+        if "text" in out:
+            parts.append(out["text"])
+        for mime in ("text/plain", "text/html", "text/markdown"):
+            parts.append(out.get("data", {}).get(mime, ""))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name[:2])
+def test_checked_outputs_print_no_rounding_residue(path):
+    for index, cell in enumerate(nbtool.read(path).cells):
+        if cell.cell_type == "code" and cell.source.startswith("# NBVAL_CHECK_OUTPUT"):
+            residues = rounding_residues(_output_text(cell))
+            assert not residues, (f"{path.name} cell {index}: the compared output prints {residues}, digits that "
+                                  "depend on the CPU's rounding; print a bound (e.g. '< 1e-12: True') or round it")
