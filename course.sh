@@ -21,7 +21,7 @@ setup() {
     "$PY" -m pip install -q --disable-pip-version-check "$TORCH_PIN"
   fi
   "$PY" -m pip install -q --disable-pip-version-check -e ".[dev]"
-  "$PY" -m course_utils.assets fetch
+  "$PY" -m course_utils.core.assets fetch
   "$PY" -m ipykernel install --user --name kd-course --display-name "Python (kd-course)" >/dev/null
   echo "set-up complete: activate with 'source $VENV/bin/activate'"
 }

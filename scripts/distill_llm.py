@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Distil a causal LM into a LoRA student from the command line — notebook 05's code, as one script.
 
-Same library functions as the notebook (``course_utils.llm``, ``llm_data``, ``llm_trainer``), so a run here and a
+Same library functions as the notebook (``course_utils.llm``: ``recipe``, ``models``, ``data``, ``trainer``, ``pipeline``), so a run here and a
 run there train the same student. Steps: prompts → teacher responses (generated once, cached in the course cache,
 by the main process) → filter → tokenise → [teacher top-k, cached] → LoRA training with ``Trainer`` checkpoints →
 the adapter and the merged model saved → held-out perplexity written to ``<output-dir>/metrics.json``.
@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
     profile = course_utils.setup(seed=args.seed, profile=args.profile, verbose=rank == 0)
     import torch
 
-    from course_utils import llm, llm_data, llm_trainer
-    from course_utils.trainer import training_args
+    from course_utils.llm import data, lm_eval, models, pipeline, recipe
+    from course_utils.llm.trainer import CausalLMDistillationTrainer
+    from course_utils.training.distillation_trainer import training_args
 
     overrides = {k: v for k, v in {
         "teacher": args.teacher, "student": args.student, "n_train": args.n_train, "n_heldout": args.n_heldout,
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     }.items() if v is not None}
     if args.no_4bit:
         overrides["teacher_4bit"] = False
-    r = llm.recipe(profile, **overrides)
+    r = recipe.llm_recipe(profile, **overrides)
     hp = dict(r.hparams)
     for key, value in (("max_steps", args.max_steps), ("per_device_train_batch_size", args.batch_size),
                        ("learning_rate", args.learning_rate)):
@@ -108,22 +109,22 @@ def main(argv: list[str] | None = None) -> dict:
     if rank == 0:
         print(r.describe(), flush=True)
 
-    tok = llm.load_tokenizer(r.student)
-    teacher_tok = llm.load_tokenizer(r.teacher)
+    tok = models.load_lm_tokenizer(r.student)
+    teacher_tok = models.load_lm_tokenizer(r.teacher)
     teacher = None
 
     def get_teacher():
         nonlocal teacher
         if teacher is None:
-            teacher = llm.load_teacher(r, device_map=device_map)
+            teacher = models.load_lm_teacher(r, device_map=device_map)
         return teacher
 
     start = time.perf_counter()
     with targs.main_process_first(desc="teacher responses"):  # rank 0 generates and caches, the others read
-        prompts = llm_data.instruction_prompts(r, seed=args.seed)
-        generated = llm_data.teacher_responses(r, get_teacher, teacher_tok, prompts)
-    kept, report = llm_data.filter_responses(generated["train"])
-    held, _ = llm_data.filter_responses(generated["heldout"])
+        prompts = data.instruction_prompts(r, seed=args.seed)
+        generated = data.teacher_responses(r, get_teacher, teacher_tok, prompts)
+    kept, report = data.filter_responses(generated["train"])
+    held, _ = data.filter_responses(generated["heldout"])
     if rank == 0:
         print(report.to_string(), flush=True)
     if args.no_filter:
@@ -132,20 +133,20 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("every teacher response of a split was filtered out (see the table above): use more prompts, "
                          "a larger --max-new-tokens, or --no-filter for a smoke test")
     cross = args.method == "uld"
-    train = llm_data.sft_dataset(kept, tok, r, teacher_tokenizer=teacher_tok if cross else None)
-    heldout = llm_data.sft_dataset(held, tok, r)
+    train = data.sft_dataset(kept, tok, r, teacher_tokenizer=teacher_tok if cross else None)
+    heldout = data.sft_dataset(held, tok, r)
     if args.method == "topk_kd":
         with targs.main_process_first(desc="teacher top-k"):
-            train, stats = llm_trainer.teacher_topk(r, get_teacher, train, tok.pad_token_id, verbose=rank == 0)
+            train, stats = pipeline.teacher_topk(r, get_teacher, train, tok.pad_token_id, verbose=rank == 0)
     live = get_teacher() if args.method in ("token_kd", "uld") else None
     if teacher is not None and live is None:  # generation or top-k done: free the teacher before training
         teacher = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    student = llm.add_lora(llm.load_student_base(r, device_map=device_map), r, seed=args.seed)
-    collator = llm_data.CausalLMCollator(tok.pad_token_id, teacher_pad_token_id=teacher_tok.pad_token_id or 0)
-    trainer = llm_trainer.CausalLMDistillationTrainer(
+    student = models.add_lora(models.load_student_base(r, device_map=device_map), r, seed=args.seed)
+    collator = data.CausalLMCollator(tok.pad_token_id, teacher_pad_token_id=teacher_tok.pad_token_id or 0)
+    trainer = CausalLMDistillationTrainer(
         student, targs, teacher_model=live, method=args.method, temperature=r.temperature, alpha_kd=r.alpha_kd,
         train_dataset=train, processing_class=tok, data_collator=collator)
     resume = bool(args.resume) and any(Path(args.output_dir).glob("checkpoint-*"))
@@ -155,13 +156,13 @@ def main(argv: list[str] | None = None) -> dict:
     summary: dict = {}
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
-        metrics = llm_trainer.evaluate_lm(model, heldout, pad_token_id=tok.pad_token_id or 0)
+        metrics = lm_eval.evaluate_lm(model, heldout, pad_token_id=tok.pad_token_id or 0)
         summary = {"method": args.method, "profile": r.profile, "world_size": targs.world_size,
                    "steps": trainer.state.global_step, "resumed": resume, "train_examples": len(train),
                    "heldout_perplexity": round(metrics["perplexity"], 4),
                    "seconds": round(time.perf_counter() - start, 1)}
         if not args.no_merge:
-            merged = llm.merge_lora(model)
+            merged = models.merge_lora(model)
             merged.save_pretrained(out / "merged")
             tok.save_pretrained(out / "merged")
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))

@@ -13,7 +13,7 @@ weights — memory and speed depend on shapes and dtypes, not on the values — 
 * the KD loss alone (B=4, S=512, V=51 200, fp32): naive ``kl_div`` vs the chunked losses;
 * two-phase sequence-level KD: the teacher is freed first, then the student step (CE on teacher text).
 
-It prints each figure next to ``course_utils.memory``'s estimate and a JSON summary, written to
+It prints each figure next to ``course_utils.llm.memory_budget``'s estimate and a JSON summary, written to
 ``$OUT/gpu_memory.json`` when ``OUT`` is set (or to ``--out``). No hub access is needed: the random teacher is saved
 to a local fp16 checkpoint (≈ 14.5 GB in ``--workdir``, deleted afterwards) and reloaded through
 ``from_pretrained(..., quantization_config=BitsAndBytesConfig(...))``, the path learners use.
@@ -45,8 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from course_utils import memory as M  # noqa: E402
-from course_utils.llm_losses import uld_loss  # noqa: E402
+from course_utils.evaluation import peak_memory
+from course_utils.kd.llm_losses import uld_loss
+from course_utils.llm import memory_budget
 
 GiB = 2**30
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "dense"]
@@ -77,8 +78,8 @@ def phi_config(tiny: bool):
                      hidden_act="gelu_new", tie_word_embeddings=False)
 
 
-def spec_of(name: str, cfg, n_params: int, unquantized: int) -> M.ModelSpec:
-    return M.ModelSpec(name, n_params, cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, cfg.intermediate_size,
+def spec_of(name: str, cfg, n_params: int, unquantized: int) -> memory_budget.ModelSpec:
+    return memory_budget.ModelSpec(name, n_params, cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, cfg.intermediate_size,
                        cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
                        unquantized)
 
@@ -102,7 +103,7 @@ class Probe:
     def peak(self, fn: Callable[[], Any]) -> tuple[Any, float, float]:
         """(result, absolute peak GiB or None on CPU, seconds)."""
         self.clean()
-        m = M.measure_peak_memory(fn, device=self.device)
+        m = peak_memory.measure_peak_memory(fn, device=self.device)
         absolute = (m.baseline + m.peak_above_baseline) / GiB if self.cuda else m.peak_above_baseline / GiB
         return m.result, absolute, m.seconds
 
@@ -225,8 +226,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gen_b, gen_new, gen_prompt = (2, 4, 8) if tiny else (8, 128, 64)
     probe = Probe(device)
     torch.manual_seed(0)
-    import transformers
     import peft
+    import transformers
 
     info: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -302,7 +303,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # the KD loss alone, B=4, S=512, V=51 200 on the GPU (tiny: small sizes)
     kd_shape = (2, 16, 512) if tiny else (4, 512, 51_200)
     probe.clean()
-    info["kd_loss_memory"] = M.compare_kd_loss_memory(batch_size=kd_shape[0], seq_len=kd_shape[1],
+    info["kd_loss_memory"] = peak_memory.compare_kd_loss_memory(batch_size=kd_shape[0], seq_len=kd_shape[1],
                                                       vocab_size=kd_shape[2], device=str(device))
     for row in info["kd_loss_memory"]:
         print(f"KD loss {row['method']:<16} {row['mib']:9.1f} MiB above inputs ({row['ratio_to_logits']:.3f}× logits, "
@@ -321,8 +322,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tspec = spec_of("teacher", tcfg, t_params, info.get("teacher_unquantized_params", t_params))
     sspec = spec_of("student", scfg, s_params, 0)
     bits = 4 if four_bit else 16
-    est = lambda **kw: M.estimate_for(tspec, sspec, n_lora, b, s, teacher_bits=bits, **kw)  # noqa: E731
-    teacher_w = M.teacher_footprint_gib(tspec, bits=bits)
+    est = lambda **kw: memory_budget.estimate_for(tspec, sspec, n_lora, b, s, teacher_bits=bits, **kw)  # noqa: E731
+    teacher_w = memory_budget.teacher_footprint_gib(tspec, bits=bits)
     predicted = {
         "teacher_loaded": teacher_w,
         "teacher_forward": teacher_w + est(method="uld").teacher_forward,
@@ -337,7 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for key, pred in predicted.items():
         meas = measured.get(key)
-        ref = M.MEASURED_H100.get(key) if not tiny else None
+        ref = memory_budget.MEASURED_H100.get(key) if not tiny else None
         rows.append({"what": key, "measured_gib": None if meas is None else round(meas, 3),
                      "estimated_gib": round(pred, 3), "reference_s7_gib": ref,
                      "error_pct": None if not meas else round(100 * (pred - meas) / meas, 1)})

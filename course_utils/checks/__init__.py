@@ -8,12 +8,22 @@ Usage in a notebook's check cell::
 An unsolved exercise (its body still raises ``NotImplementedError("<hint>")``) fails with
 "✘ `stable_softmax` is not implemented yet — <hint>". Passing anything but a function raises ``TypeError``.
 
-Notebooks 01–02 (:mod:`.basics`): ``check_stable_softmax``, ``check_entropy``, ``check_soft_target_loss``,
-``check_kd_gradient``, ``check_distillation_loss``.
+One module per notebook; this package's ``__all__`` is the learners' API (every checker, by name):
 
-Notebook 03 (:mod:`.bert`): ``check_kd_compute_loss`` (the KD ``compute_loss`` of a ``Trainer`` subclass; pass the
-class), ``check_layer_copy_init`` (DistilBERT-style ``init_student(teacher, layers)``). They build tiny random BERT
-models, so they import ``transformers`` when first called.
+- ``basics``      – notebooks 01–02: ``check_stable_softmax``, ``check_entropy``, ``check_soft_target_loss``,
+  ``check_kd_gradient``, ``check_distillation_loss``.
+- ``bert``        – notebook 03: ``check_kd_compute_loss`` (the KD ``compute_loss`` of a ``Trainer`` subclass; pass
+  the class), ``check_layer_copy_init`` (DistilBERT-style ``init_student(teacher, layers)``). They build tiny
+  random BERT models, so they import ``transformers`` when first called.
+- ``features``    – notebook 04: ``check_hint_loss``, ``check_layer_mapping``.
+- ``llm``         – notebook 05: ``check_sft_example``, ``check_causal_kd_loss``, ``check_rouge_l``.
+- ``evaluation``  – notebook 06: ``check_expected_calibration_error``, ``check_latency_benchmark``.
+- ``strategies``  – notebook 07: ``check_ensemble_soft_targets``, ``check_mutual_learning_losses``.
+
+- ``hints``       – ``hint("soft_target_loss")``: hints in steps for every exercise (the idea, then the tools, then
+  the trap), never the code.
+
+``_core`` holds what they share: running the learner's code, known-mistake variants, the ✔/✘ messages.
 """
 from ._core import CheckFailed
 from .basics import (
@@ -24,7 +34,14 @@ from .basics import (
     check_stable_softmax,
 )
 from .bert import check_kd_compute_loss, check_layer_copy_init
-from .strategies import check_ensemble_soft_targets, check_mutual_learning_losses
+from .evaluation import check_expected_calibration_error, check_latency_benchmark
 from .features import check_hint_loss, check_layer_mapping
 from .llm import check_causal_kd_loss, check_rouge_l, check_sft_example
-from .evaluation import check_expected_calibration_error, check_latency_benchmark
+from .hints import HINTS, hint
+from .strategies import check_ensemble_soft_targets, check_mutual_learning_losses
+
+__all__ = ["CheckFailed", "hint", "HINTS", "check_stable_softmax", "check_entropy", "check_soft_target_loss", "check_kd_gradient",
+           "check_distillation_loss", "check_kd_compute_loss", "check_layer_copy_init", "check_hint_loss",
+           "check_layer_mapping", "check_sft_example", "check_causal_kd_loss", "check_rouge_l",
+           "check_expected_calibration_error", "check_latency_benchmark", "check_ensemble_soft_targets",
+           "check_mutual_learning_losses"]

@@ -23,7 +23,9 @@ import contextlib
 import functools
 import io
 import itertools
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import torch
@@ -64,7 +66,31 @@ _MAX_ERROR_TEXT = 300
 
 
 class CheckFailed(AssertionError):
-    """Raised by a checker when the learner's function is wrong; the message is the diagnosis."""
+    """Raised by a checker when the learner's function is wrong; the message is the diagnosis.
+
+    In Jupyter the diagnosis, already printed as "✘ …", is all the learner sees: IPython shows what
+    ``_render_traceback_`` returns instead of a traceback through the checker's internals. When the learner's own
+    code raised, its frames (and only those) are shown too, pointing at the faulty line.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        cause = self.__cause__
+        if cause is None or cause.__traceback__ is None:
+            return []
+        frames = [f for f in traceback.extract_tb(cause.__traceback__) if _is_learner_file(f.filename)]
+        if not frames:
+            return []
+        return ["Your code raised it here:", *(line.rstrip("\n") for line in traceback.format_list(frames)),
+                f"{type(cause).__name__}: {cause}"]
+
+
+_LIBRARY_DIRS = (str(Path(__file__).resolve().parent.parent), str(Path(torch.__file__).resolve().parent.parent))
+
+
+def _is_learner_file(filename: str) -> bool:
+    """A notebook cell or the learner's own file, not course_utils or an installed library."""
+    path = str(Path(filename).resolve()) if not filename.startswith("<") else filename
+    return not path.startswith(_LIBRARY_DIRS) and "site-packages" not in path
 
 
 _F = TypeVar("_F", bound=Callable[..., bool])

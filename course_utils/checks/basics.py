@@ -1,7 +1,7 @@
 """Checkers for notebooks 01 (softmax with temperature, entropy) and 02 (the soft-target loss and its gradient).
 
 Each ``check_*`` takes the learner's function, runs it on fixed, seeded inputs, compares it with the reference
-(:mod:`course_utils.losses` where it has one) and either prints "✔ …" and returns ``True``, or prints "✘ …" with a
+(:mod:`course_utils.kd.losses` where it has one) and either prints "✔ …" and returns ``True``, or prints "✘ …" with a
 diagnosis of the *specific* mistake and raises :class:`~course_utils.checks.CheckFailed`.
 
 Expected learner functions (shapes: ``B`` rows, ``C`` classes, ``...`` any leading dimensions):
@@ -19,7 +19,7 @@ temperature) -> (B, C)``  = (q − p) / T
 labels (B,), temperature, alpha_kd) -> ()``
 ======================================================================  ====================================
 
-Conventions as in :mod:`course_utils.losses`: q = softmax(z / T) (student), p = softmax(v / T) (teacher),
+Conventions as in :mod:`course_utils.kd.losses`: q = softmax(z / T) (student), p = softmax(v / T) (teacher),
 loss = (1 − alpha_kd) · CE(z, y) + alpha_kd · T² · KL(p ‖ q).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .. import losses
+from ..kd import losses
 from ._core import (
     Case,
     Dimensions,
@@ -438,7 +438,8 @@ def check_soft_target_loss(fn: Callable[..., torch.Tensor]) -> bool:
     Diagnoses (alone or two at a time): missing T², T instead of T², ``reduction="mean"`` (1/C too small),
     ``reduction="sum"`` (B times too large), unreduced (B, C) or per-row output, KL arguments swapped (reverse
     KL(q ‖ p)), probabilities instead of log-probabilities as ``F.kl_div``'s first argument, teacher or student
-    logits not divided by T, teacher or student through softmax twice, not differentiable (detached).
+    logits not divided by T, teacher or student through softmax twice, not differentiable (detached),
+    ``log(softmax(...))`` instead of ``log_softmax`` (inf/NaN for a very confident student).
 
     Returns:
         ``True`` (after printing "✔ …").
@@ -462,10 +463,28 @@ def check_soft_target_loss(fn: Callable[..., torch.Tensor]) -> bool:
             fail(mistakes_message(name, diagnoses))
         _loss_fallback(name, cases[bad], outputs[bad], reference(cases[bad]), "T² · KL(p ‖ q) (batchmean)")
     _check_student_gradient(fn, name, cases[0], reference)
+    _check_confident_student(fn, name, reference)
     return passed(
-        f"`{name}` is correct: T² · KL(p ‖ q) averaged over the batch, for T ∈ {{1.5, 2, 4}}, and its gradient "
-        "w.r.t. the student's logits matches autograd."
+        f"`{name}` is correct: T² · KL(p ‖ q) averaged over the batch, for T ∈ {{1.5, 2, 4}}, its gradient "
+        "w.r.t. the student's logits matches autograd, and it stays finite for a very confident student."
     )
+
+
+def _check_confident_student(fn: Callable[..., torch.Tensor], name: str,
+                             reference: Callable[[Case], torch.Tensor]) -> None:
+    """A student with logit gaps of ~300: softmax underflows to exactly 0 in float32 (below ~1e-45), so
+    ``log(softmax(z / T))`` is -inf where the teacher still puts probability, and the loss is inf or NaN."""
+    case: Case = {"student_logits": torch.tensor([[150.0, -150.0, 0.0], [0.0, 140.0, -160.0]]),
+                  "teacher_logits": torch.tensor([[1.0, 0.5, -0.5], [0.2, 0.1, 0.0]]), "temperature": 2.0}
+    out = as_tensor_output(call_learner(fn, case), name)
+    if not bool(torch.isfinite(out).all()):
+        fail(f"`{name}` returns {fmt(out)} for a very confident student (logits ±150, T = 2): the student's "
+             "probabilities underflow to exactly 0 and their log is -inf. Taking log(softmax(...)) is the unstable "
+             "way notebook 01 warned about; compute the log-probabilities in one step, with the log-sum-exp trick "
+             "built in (PyTorch has a function for exactly this).")
+    expected = reference(case)
+    if not close(out, expected):
+        _loss_fallback(name, case, out, expected, "T² · KL(p ‖ q) (batchmean) for a very confident student")
 
 
 def _loss_fallback(name: str, case: Case, out: torch.Tensor, expected: torch.Tensor, what: str) -> None:
@@ -611,7 +630,7 @@ def _distillation_reference(case: Case) -> torch.Tensor:
 
 
 def _loss_output(out: Any, name: str) -> torch.Tensor:
-    """Accept a tensor, or a result with a ``.loss`` tensor (like :class:`course_utils.losses.DistillationLoss`)."""
+    """Accept a tensor, or a result with a ``.loss`` tensor (like :class:`course_utils.kd.losses.DistillationLoss`)."""
     if not isinstance(out, torch.Tensor) and isinstance(getattr(out, "loss", None), torch.Tensor):
         out = out.loss
     return as_tensor_output(out, name, "loss")
@@ -625,7 +644,7 @@ def check_distillation_loss(fn: Callable[..., torch.Tensor]) -> bool:
         ``distillation_loss(student_logits: Tensor (B, C), teacher_logits: Tensor (B, C), labels: LongTensor (B,),
         temperature: float, alpha_kd: float) -> Tensor ()`` =
         ``(1 − alpha_kd) · F.cross_entropy(z, y) + alpha_kd · T² · KL(p ‖ q)`` (KL with batchmean; CE at T = 1).
-        A result with a ``.loss`` attribute (like :func:`course_utils.losses.distillation_loss`'s) is accepted.
+        A result with a ``.loss`` attribute (like :func:`course_utils.kd.losses.distillation_loss`'s) is accepted.
 
     Diagnoses (alone or two at a time): alpha_kd on the wrong term (alpha weighting CE), CE not weighted by
     (1 − alpha_kd), CE computed at temperature T, probabilities given to cross_entropy, and every soft-loss

@@ -17,7 +17,7 @@ alpha_kd·T²·KL(p ‖ q) from the student ``model`` and the frozen
 and classifier copied from the teacher
 ==========================================================================  ===================================
 
-References: :func:`course_utils.losses.distillation_loss` and :func:`course_utils.models.init_student_from_teacher`.
+References: :func:`course_utils.kd.losses.distillation_loss` and :func:`course_utils.text.bert.init_student_from_teacher`.
 """
 from __future__ import annotations
 
@@ -31,11 +31,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .. import losses
+from ..kd import losses
+from ..text import bert
 from ._core import (
     Case,
-    Dimensions,
     CheckFailed,
+    Dimensions,
     _exception_hint,
     checker,
     close,
@@ -261,7 +262,7 @@ def check_kd_compute_loss(trainer_cls: Any) -> bool:
     ``trainer_cls.__new__`` and sets ``teacher`` (a tiny BERT), ``temperature`` and ``alpha_kd`` on it, then calls
     ``compute_loss(student, inputs, num_items_in_batch=None)`` the way the Trainer's training step does, for
     several (T, alpha_kd) including alpha_kd = 0 and 1, and compares the loss with
-    :func:`course_utils.losses.distillation_loss`. A plain function ``compute_loss(self, model, inputs, …)`` is
+    :func:`course_utils.kd.losses.distillation_loss`. A plain function ``compute_loss(self, model, inputs, …)`` is
     accepted too (``self`` then only has those three attributes).
 
     Diagnoses: student or teacher never run; attention_mask/token_type_ids not passed to a model; the model's own
@@ -448,9 +449,7 @@ def _check_return_outputs(name: str, make: Callable[..., Any], student: Any, tea
 
 # ======================================================================================= layer-copy init
 def _layers_of(model: Any) -> tuple[str, Any]:
-    from .. import models
-
-    path = models._layer_path(model)
+    path = bert._layer_path(model)
     obj: Any = model
     for part in path.split("."):
         obj = getattr(obj, part)
@@ -486,7 +485,7 @@ def check_layer_copy_init(fn: Callable[..., Any]) -> bool:
         ``init_student(teacher: BertForSequenceClassification, layers: list[int]) -> student``: a new model of the
         teacher's class and config except ``num_hidden_layers = len(layers)``, whose embeddings, pooler and classifier
         are copies of the teacher's and whose layer ``i`` is a copy of teacher layer ``layers[i]``. The teacher is not
-        modified and nothing is shared with it. Reference: :func:`course_utils.models.init_student_from_teacher`.
+        modified and nothing is shared with it. Reference: :func:`course_utils.text.bert.init_student_from_teacher`.
 
     Tested on a tiny 4-layer ``BertForSequenceClassification`` with ``layers`` = [0, 2], [1, 3] and [3].
 
@@ -517,8 +516,6 @@ def check_layer_copy_init(fn: Callable[..., Any]) -> bool:
 
 
 def _check_one_copy(fn: Callable[..., Any], name: str, seed: int, layers: list[int]) -> None:
-    from .. import models
-
     teacher = _tiny_bert(seed=seed, layers=4, initializer_range=0.2).eval()
     path, teacher_layers = _layers_of(teacher)
     base = path.split(".")[0]
@@ -627,7 +624,7 @@ def _check_one_copy(fn: Callable[..., Any], name: str, seed: int, layers: list[i
                  "what the student inherits.")
 
     # -- end to end, against the reference
-    reference = models.init_student_from_teacher(teacher, layers)
+    reference = bert.init_student_from_teacher(teacher, layers)
     batch = _tiny_batch(seed + 100)
     model_inputs = {key: batch[key] for key in _INPUT_KEYS}
     was_training = student.training

@@ -13,8 +13,8 @@ fixed threads (restored), untimed warm-up, ``time.perf_counter``
 around each call, median and 90th percentile in milliseconds
 =====================================================================  =========================================
 
-References: :func:`course_utils.evaluation.expected_calibration_error` and
-:func:`course_utils.evaluation.measure_latency`. The ECE checker uses small seeded tensors; the latency checker
+References: :func:`course_utils.evaluation.calibration.expected_calibration_error` and
+:func:`course_utils.evaluation.speed.measure_latency`. The ECE checker uses small seeded tensors; the latency checker
 times a fake model whose calls take known durations (busy-waiting on ``time.perf_counter``): two slow (40 ms) "cold"
 calls first, then 2 ms each, with one 20 ms hiccup in the middle — so a missing warm-up, a mean instead of a
 median, or a timer around the wrong code shows in the numbers.
@@ -164,7 +164,7 @@ def check_expected_calibration_error(fn: Callable[..., Any]) -> bool:
     confidence ``probs.max(1)``, ``n_bins`` equal-width bins on [0, 1] (a confidence of exactly 1.0 in the last
     one), ECE = Σ_b (n_b/N)·|accuracy_b − confidence_b| over non-empty bins. Diagnoses: the probability of class 1
     instead of the top class; unweighted mean over bins; signed or squared gaps; 1.0 dropped; n_bins ignored; one
-    bin; a percentage; NaN from empty bins; not a number. Reference: :func:`course_utils.evaluation.expected_calibration_error`.
+    bin; a percentage; NaN from empty bins; not a number. Reference: :func:`course_utils.evaluation.calibration.expected_calibration_error`.
     """
     name = require_callable(fn, "expected_calibration_error")
     cases = _ece_cases()

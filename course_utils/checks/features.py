@@ -10,8 +10,8 @@ mean of (projection(h_s) − h_t)² over the real tokens and the features
 include_embeddings=False) -> [(student, teacher), …]``
 ==========================================================================  ===================================
 
-References: :func:`course_utils.features.hint_loss`, :func:`course_utils.features.make_projection` and
-:func:`course_utils.features.layer_map`.
+References: :func:`course_utils.kd.features.hint_loss`, :func:`course_utils.kd.features.make_projection` and
+:func:`course_utils.kd.features.layer_map`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .. import features
+from ..kd import features
 from ._core import (
     Case,
     CheckFailed,
@@ -180,7 +180,7 @@ def check_hint_loss(hint_loss: Callable[..., Any], make_hint_projection: Callabl
         ``hint_loss(student_hidden (B, S, H_s), teacher_hidden (B, S, H_t), projection, attention_mask (B, S))
         -> Tensor ()``: mean of (projection(student_hidden) − teacher_hidden)² over the real tokens
         (``attention_mask == 1``) and the features; gradients reach the student and the projection, never the
-        teacher. Reference: :func:`course_utils.features.hint_loss`.
+        teacher. Reference: :func:`course_utils.kd.features.hint_loss`.
 
     Diagnoses: a projection that is not a module, has nothing to train, maps the wrong way or to the wrong width;
     padding included in the average or zeroed but still counted, sum instead of mean, sum over features, a ½ factor,
@@ -333,7 +333,7 @@ def check_layer_mapping(fn: Callable[..., Any]) -> bool:
     Expected: a list of ``(student_layer, teacher_layer)`` pairs in ``hidden_states`` indexing (0 = embeddings,
     i = layer i), student layers 1…M in order: ``"uniform"`` → teacher layer m·N/M (integer division); ``"last"`` →
     N − M + m; ``(0, 0)`` first when ``include_embeddings``; a ``ValueError`` when the student has more layers than
-    the teacher. Reference: :func:`course_utils.features.layer_map`.
+    the teacher. Reference: :func:`course_utils.kd.features.layer_map`.
 
     Diagnoses: single numbers instead of pairs, float indices, 0-based student layers, teacher indices one too small,
     m = 0…M−1 in the uniform formula, the two strategies swapped, the embedding pair missing / misplaced / present

@@ -12,19 +12,19 @@ whose label is not −100
 ``rouge_l(candidate, reference) -> float``: LCS-based F1 on words      :func:`check_rouge_l`
 =====================================================================  =========================================
 
-References: :func:`course_utils.llm_data.sft_example`, :func:`course_utils.llm_losses.causal_lm_distillation_loss`,
-:func:`course_utils.llm_eval.rouge_l`. No model is needed: the inputs are small seeded tensors and strings.
+References: :func:`course_utils.llm.data.sft_example`, :func:`course_utils.kd.llm_losses.causal_lm_distillation_loss`,
+:func:`course_utils.evaluation.text_metrics.rouge_l`. No model is needed: the inputs are small seeded tensors and strings.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .. import llm_losses
+from ..evaluation.text_metrics import lcs_length, rouge_l, words
+from ..kd import llm_losses
 from ._core import (
     Case,
     Dimensions,
@@ -120,7 +120,7 @@ _CAUSAL_MISTAKES: Dimensions = {
         ("shift", ""),
         ("none", "the logits were not shifted: position t's logits predict token t + 1, so compare "
                  "student_logits[:, :-1] (and teacher_logits[:, :-1]) with labels[:, 1:] — or shift the labels: "
-                 "course_utils.llm_losses.shift_labels(labels)."),
+                 "course_utils.kd.llm_losses.shift_labels(labels)."),
         ("backwards", "the shift goes the wrong way: logits[:, 1:] were compared with labels[:, :-1]. Position t "
                       "predicts the *next* token: logits[:, :-1] against labels[:, 1:]."),
     ],
@@ -211,7 +211,7 @@ def check_causal_kd_loss(fn: Callable[..., Any]) -> bool:
     Expected: logits ``(B, S, V)``, labels ``(B, S)`` unshifted with −100 on prompt and padding; the result is
     ``(1 − α)·CE + α·T²·KL(p ‖ q)`` where position t's logits are scored against labels[t + 1], both terms
     averaged over the positions whose (shifted) label is not −100, CE at T = 1 and KL summed over the vocabulary.
-    Reference: :func:`course_utils.llm_losses.causal_lm_distillation_loss`.
+    Reference: :func:`course_utils.kd.llm_losses.causal_lm_distillation_loss`.
 
     Diagnoses (alone or two at a time): no shift or a backwards shift; KL over all positions (prompt and padding);
     KL divided by the batch size or averaged over the vocabulary; missing T² or T instead of T²; reverse KL;
@@ -266,20 +266,6 @@ _ROUGE_CASES = [
 ]
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
-def _lcs(a, b) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
-
-
 def _substring(a, b) -> int:
     best = 0
     for i in range(len(a)):
@@ -292,11 +278,11 @@ def _substring(a, b) -> int:
 
 
 def _rouge_variant(c: str, r: str, tokens: str = "words", match: str = "lcs", score: str = "f1") -> float:
-    split = {"words": _words, "split": lambda s: s.split(), "chars": lambda s: list(s.lower().replace(" ", ""))}[tokens]
+    split = {"words": words, "split": lambda s: s.split(), "chars": lambda s: list(s.lower().replace(" ", ""))}[tokens]
     a, b = split(c), split(r)
     if not a or not b:
         return 0.0
-    n = _lcs(a, b) if match == "lcs" else _substring(a, b)
+    n = lcs_length(a, b) if match == "lcs" else _substring(a, b)
     if score == "count":
         return float(n)
     if n == 0:
@@ -327,11 +313,10 @@ def check_rouge_l(fn: Callable[[str, str], float]) -> bool:
 
     Diagnoses: longest common substring instead of subsequence; recall or precision only; the raw LCS length;
     whitespace split (case and punctuation counted); characters instead of words; a crash on an empty text; not a
-    number. Reference: :func:`course_utils.llm_eval.rouge_l`.
+    number. Reference: :func:`course_utils.evaluation.text_metrics.rouge_l`.
     """
     name = require_callable(fn, "rouge_l")
-    from ..llm_eval import rouge_l as reference
-
+    reference = rouge_l
     got = []
     for c, r in _ROUGE_CASES:
         out = call_learner(fn, {"candidate": c, "reference": r})
@@ -349,5 +334,5 @@ def check_rouge_l(fn: Callable[[str, str], float]) -> bool:
             fail(f"`{name}`: {message}")
     i = next(i for i, (g, w) in enumerate(zip(got, want)) if abs(g - w) >= 1e-6)
     c, r = _ROUGE_CASES[i]
-    fail(f"`{name}`({c!r}, {r!r}) returns {got[i]:.4f}, expected {want[i]:.4f} (LCS = {_lcs(_words(c), _words(r))} "
-         f"words of {len(_words(c))} and {len(_words(r))}).")
+    fail(f"`{name}`({c!r}, {r!r}) returns {got[i]:.4f}, expected {want[i]:.4f} (LCS = {lcs_length(words(c), words(r))} "
+         f"words of {len(words(c))} and {len(words(r))}).")

@@ -9,8 +9,8 @@ method) -> (N, C)``, method ``"mean_probs"`` or ``"mean_logits"``
 labels (B,), temperature, alpha_kd) -> (loss_a, loss_b)``
 ======================================================================  ========================================
 
-References: :func:`course_utils.strategies.ensemble_soft_targets` and
-:func:`course_utils.strategies.mutual_learning_losses`. Conventions as in :mod:`course_utils.losses`.
+References: :func:`course_utils.kd.ensembles.ensemble_soft_targets` and
+:func:`course_utils.kd.ensembles.mutual_learning_losses`. Conventions as in :mod:`course_utils.kd.losses`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .. import strategies
+from ..kd import ensembles
 from ._core import (
     Case,
     Dimensions,
@@ -104,7 +104,7 @@ def _ensemble_variant(case: Case, choice: Mapping[str, Any]) -> torch.Tensor:
 
 
 def _ensemble_reference(case: Case) -> torch.Tensor:
-    return strategies.ensemble_soft_targets(case["teacher_logits"], case["temperature"], case["method"])
+    return ensembles.ensemble_soft_targets(case["teacher_logits"], case["temperature"], case["method"])
 
 
 def _ensemble_cases() -> list[Case]:
@@ -228,7 +228,7 @@ def _dml_variant(case: Case, choice: Mapping[str, Any]) -> torch.Tensor:
 
 def _dml_reference(case: Case) -> torch.Tensor:
     za, zb, y, t, a = (case[k] for k in ("logits_a", "logits_b", "labels", "temperature", "alpha_kd"))
-    return torch.stack(strategies.mutual_learning_losses([za, zb], y, temperature=t, alpha_kd=a)).detach()
+    return torch.stack(ensembles.mutual_learning_losses([za, zb], y, temperature=t, alpha_kd=a)).detach()
 
 
 def _pair_output(out: Any, name: str) -> torch.Tensor:
@@ -301,7 +301,7 @@ def _check_dml_gradients(fn: Callable[..., Any], name: str, case: Case) -> None:
     zb = case["logits_b"].clone().requires_grad_(True)
     out = call_learner(fn, dict(case, logits_a=za, logits_b=zb))
     losses = list(out)
-    expected = strategies.mutual_learning_losses([za, zb], case["labels"], case["temperature"], case["alpha_kd"])
+    expected = ensembles.mutual_learning_losses([za, zb], case["labels"], case["temperature"], case["alpha_kd"])
     for which, loss, own, peer, ref in (("a", losses[0], za, zb, expected[0]), ("b", losses[1], zb, za, expected[1])):
         other = "b" if which == "a" else "a"
         if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:

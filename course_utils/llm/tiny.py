@@ -1,0 +1,127 @@
+"""Tiny, seeded causal LMs and tokenizers of the real architectures, for tests and exercise checkers (no hub, no
+assets, a few milliseconds per forward pass).
+
+* :func:`llama_tokenizer` + :func:`tiny_llama`: the ``small`` profile's pair (SmolLM2 is a ``LlamaForCausalLM`` with a
+  ChatML template; teacher and student share the tokenizer);
+* :func:`mistral_tokenizer` + :func:`tiny_mistral` (teacher, word-level, ``[INST]`` chat template) and
+  :func:`char_tokenizer` + :func:`tiny_phi` (student, character-level, logits padded wider than the tokenizer as
+  Phi-2's are): the ``gpu`` profile's pair, whose tokenizers split the same text differently.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+__all__ = ['WORDS', 'LLAMA_CHAT', 'MISTRAL_CHAT', 'toy_word_tokenizer', 'toy_char_tokenizer', 'toy_llama_tokenizer', 'toy_mistral_tokenizer', 'tiny_llama', 'tiny_mistral', 'tiny_phi', 'save_model']
+
+
+WORDS = ("the a is are of and to in it that one two three fact moon tea sea sun cat dog sky blue red green big "
+         "small hot cold plus minus what which number larger bees make honey trains run on rails music calms "
+         "rivers flow write haiku about explain child sentence give short list words related ask question why "
+         "important advertisement for volcanoes coffee chess penguins bread robots gardening").split()
+
+LLAMA_CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+MISTRAL_CHAT = "{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
+
+
+def toy_word_tokenizer(specials: list[str], words=WORDS, chat_template: str | None = None, eos: str = "</s>",
+                   bos: str | None = None, pad: str | None = "<pad>"):
+    """A word-level fast tokenizer (lower-cased words and punctuation); unknown words map to ``<unk>``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for tok in [*specials, "<unk>", *words, *list(".,?!:;'\"0123456789-")]:
+        vocab.setdefault(tok, len(vocab))
+    t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    t.normalizer = normalizers.Lowercase()
+    t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(),
+                                               pre_tokenizers.Digits(individual_digits=True)])
+    t.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    kwargs = dict(tokenizer_object=t, unk_token="<unk>", eos_token=eos)
+    if bos:
+        kwargs["bos_token"] = bos
+    if pad:
+        kwargs["pad_token"] = pad
+    tok = PreTrainedTokenizerFast(**kwargs)
+    tok.add_special_tokens({"additional_special_tokens": [s for s in specials if s not in (eos, bos, pad)]})
+    if chat_template:
+        tok.chat_template = chat_template
+    return tok
+
+
+def toy_char_tokenizer():
+    """A character-level tokenizer (the 'Phi-2' student): the same text gets many more tokens than word-level."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,?!:;'\"-\n")
+    vocab = {"<|endoftext|>": 0, "<unk>": 1}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    t.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>", eos_token="<|endoftext|>")
+
+
+def toy_llama_tokenizer():
+    return toy_word_tokenizer(["<pad>", "<|im_start|>", "<|im_end|>"], chat_template=LLAMA_CHAT, eos="<|im_end|>",
+                          pad="<|im_end|>")
+
+
+def toy_mistral_tokenizer():
+    return toy_word_tokenizer(["<pad>", "<s>", "</s>", "[INST]", "[/INST]"], chat_template=MISTRAL_CHAT, eos="</s>",
+                          bos="<s>", pad=None)
+
+
+def tiny_llama(tokenizer, layers: int = 4, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def tiny_mistral(tokenizer, seed: int = 1):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(seed)
+    # Widths are multiples of 64 because the course loads this teacher in 4-bit: on CPUs with AVX512-BF16,
+    # bitsandbytes repacks each NF4 layer for its CPU kernel, which needs in_features to be a whole number of
+    # 64-weight quantization blocks and out_features a multiple of 32 (see llm.load_4bit's check).
+    cfg = MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                        sliding_window=64, tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id)
+    model = MistralForCausalLM(cfg).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def tiny_phi(tokenizer, padded_vocab: int = 96, seed: int = 2):
+    """A tiny PhiForCausalLM whose logits are wider than its tokenizer (Phi-2 pads 50 295 tokens to 51 200)."""
+    from transformers import PhiConfig, PhiForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = PhiConfig(vocab_size=max(padded_vocab, len(tokenizer)), hidden_size=32, intermediate_size=64,
+                    num_hidden_layers=2, num_attention_heads=4, partial_rotary_factor=0.5,
+                    max_position_embeddings=512, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0,
+                    bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = PhiForCausalLM(cfg).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def save_model(model, tokenizer, path: Path) -> str:
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
