@@ -252,3 +252,78 @@ def test_checked_outputs_print_no_rounding_residue(path):
             residues = rounding_residues(_output_text(cell))
             assert not residues, (f"{path.name} cell {index}: the compared output prints {residues}, digits that "
                                   "depend on the CPU's rounding; print a bound (e.g. '< 1e-12: True') or round it")
+
+
+# --------------------------------------------------------------------------------- hints that don't give it away
+def _normalised(text: str) -> str:
+    return " ".join(text.replace("−", "-").split())
+
+
+def _solution_lines(source: str) -> list[str]:
+    """The non-trivial code lines between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` (comments stripped)."""
+    lines, inside = [], False
+    for line in source.splitlines():
+        if nbtool.BEGIN_RE.match(line):
+            inside = True
+        elif nbtool.END_RE.match(line):
+            inside = False
+        elif inside:
+            code = _normalised(line.split("  #")[0])
+            if len(code) >= 12 and not code.startswith("#"):
+                lines.append(code)
+    return lines
+
+
+def _what_the_learner_reads(source: str) -> list[str]:
+    """Stub messages and docstrings of an exercise cell of notebooks/."""
+    import ast
+
+    tree = ast.parse(source)
+    texts = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "NotImplementedError" and node.args:
+            if isinstance(node.args[0], ast.Constant):
+                texts.append(node.args[0].value)
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node):
+            texts.append(ast.get_docstring(node))
+    return texts
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name[:2])
+def test_no_stub_message_or_docstring_gives_the_solution(path):
+    solved = [cell for cell, _ in _exercise_pairs(nbtool.read(path))]
+    generated = [cell for cell, _ in _exercise_pairs(nbtool.read(ROOT / "notebooks" / path.name))]
+    for solution, exercise in zip(solved, generated):
+        readable = [_normalised(t) for t in _what_the_learner_reads(exercise)]
+        assert readable, "an exercise without a stub message or docstring"
+        for line in _solution_lines(solution):
+            leaks = [t for t in readable if line in t]
+            assert not leaks, f"{path.name}: the learner reads a solution line, {line!r}, in {leaks[0][:120]!r}"
+
+
+def test_no_hint_gives_a_solution_line():
+    from course_utils.checks import HINTS
+
+    hints = {name: _normalised(" ".join(steps)) for name, steps in HINTS.items()}
+    exercises = set()
+    for path in SOLUTIONS:
+        for solution, _ in _exercise_pairs(nbtool.read(path)):
+            exercises.update(re.findall(r"^\s*def (\w+)\(", solution, re.M))
+            for line in _solution_lines(solution):
+                assert not [n for n, h in hints.items() if line in h], f"a hint contains the solution line {line!r}"
+    stubbed = {name for path in SOLUTIONS for solution, _ in _exercise_pairs(nbtool.read(path))
+               for name in re.findall(r"hint\('(\w+)'\)", solution)}
+    assert stubbed <= set(HINTS) and stubbed, "every stub points at hints that exist"
+
+
+def test_hints_come_in_steps(capsys):
+    from course_utils.checks import hints
+
+    hints._shown.pop("entropy", None)
+    first, second = hints.hint("entropy"), hints.hint("entropy")
+    assert first.startswith("Hint 1/3") and second.startswith("Hint 2/3") and "again for hint 3" in second
+    assert hints.hint("entropy", 3).startswith("Hint 3/3") and hints.hint("entropy").startswith("Hint 3/3")
+    with pytest.raises(ValueError, match="exercises with hints"):
+        hints.hint("entropie")
+    with pytest.raises(ValueError, match="hints 1 to 3"):
+        hints.hint("entropy", 4)
