@@ -16,7 +16,7 @@ Two halves:
   to the naive and the chunked KD losses (optionally in a subprocess that reads peak RSS).
 
 Calibration of the estimator (numbers in GiB, ``torch.cuda.max_memory_allocated``; measured on one H100 with
-random weights of the real architectures, ``../shared/COURSE_DESIGN.md`` §7; reproduced by
+random weights of the real architectures, an earlier run of ``scripts/gpu_memory_probe.py``; reproduced by
 ``tests/llm/test_memory_budget.py::test_estimator_matches_measured_reference``, which prints this comparison)::
 
     what (Mistral-7B NF4 teacher, Phi-2 fp16 + LoRA r=16, batch 4 × 512)   measured   estimated
@@ -97,7 +97,8 @@ PHI_2 = ModelSpec("Phi-2", 2_779_683_840, 2560, 32, 51_200, 10_240, 32, 32, 263_
 #: LoRA r = 16 on q_proj, k_proj, v_proj, dense of Phi-2: 32 layers × 4 modules × 16 × (2560 + 2560).
 PHI_2_LORA_R16_PARAMS = 10_485_760
 
-#: Reference peaks (GiB, max_memory_allocated) measured on one H100; ``../shared/COURSE_DESIGN.md`` §7.
+#: Reference peaks (GiB, max_memory_allocated) measured on one H100 with ``scripts/gpu_memory_probe.py`` (the
+#: README has a later run on an H200).
 MEASURED_H100: dict[str, float] = {
     "teacher_loaded": 4.09,
     "teacher_forward": 4.66,

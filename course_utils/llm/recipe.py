@@ -18,8 +18,9 @@ __all__ = ['LLAMA_LORA_TARGETS', 'PHI_LORA_TARGETS', 'LLMRecipe', 'SMALL_SYSTEM_
 #: LoRA targets. SmolLM2/Llama: every linear projection of attention (q, k, v, o) and MLP (gate, up, down) — a
 #: pruned student must *repair* what the removed layers did, and the QLoRA paper (Dettmers et al. 2023) found that
 #: adapting all linear layers is what matches full fine-tuning. Phi-2: the attention projections q, k, v and its
-#: output ``dense``, as in the LoRA paper's recommendation for a fixed budget (Hu et al. 2021, §7.1) and in the
-#: memory figures of the course design (§7); add ``fc1``/``fc2`` (Phi-2's MLP) for more capacity at +16 M parameters.
+#: output ``dense`` (the LoRA paper only tried attention matrices: Hu et al. 2021, §7.1), as in the memory figures
+#: measured with ``scripts/gpu_memory_probe.py``; ``fc1``/``fc2`` (Phi-2's MLP) add capacity and 13.1 M parameters at
+#: r = 16 (32 layers × 2 × 16 × (2560 + 10240)), on top of the attention adapters' 10.5 M.
 LLAMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PHI_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "dense")
 
