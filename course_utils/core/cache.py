@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 
-__all__ = ["save_entry", "jsonable", 'META_FILE', 'models_dir', 'model_dir', 'retrain_requested', 'save', 'load_meta', 'load', 'clear', 'cached_json']
+__all__ = ["save_entry", "lookup", "jsonable", 'META_FILE', 'models_dir', 'model_dir', 'retrain_requested', 'save', 'load_meta', 'load', 'clear', 'cached_json']
 
 
 META_FILE = "kd_course.json"
@@ -56,6 +56,11 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
+def _check_fingerprint(fingerprint: Any) -> None:
+    if not isinstance(fingerprint, dict):
+        raise TypeError(f"fingerprint must be a dict of the recipe's settings, got {type(fingerprint).__name__}")
+
+
 def save_entry(name: str, fingerprint: dict, metrics: dict | None, profile: str,
                write: Callable[[Path], Any]) -> Path:
     """Write one cache entry atomically and return its directory.
@@ -65,8 +70,7 @@ def save_entry(name: str, fingerprint: dict, metrics: dict | None, profile: str,
     leaves a half-written entry that :func:`load` or :func:`load_meta` would accept. The one place the course
     writes to its cache: models, datasets, adapters and JSON values all go through it.
     """
-    if not isinstance(fingerprint, dict):
-        raise TypeError(f"fingerprint must be a dict of the recipe's settings, got {type(fingerprint).__name__}")
+    _check_fingerprint(fingerprint)
     target = model_dir(name, profile)
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -103,20 +107,40 @@ def load_meta(name: str, profile: str = "small") -> dict | None:
         return None
 
 
+def lookup(name: str, fingerprint: dict, profile: str = "small", needs: str = "",
+           honour_retrain: bool = True) -> dict | None:
+    """The stored metrics of the entry ``name`` if it was written with exactly this ``fingerprint``, else None.
+
+    The read side of :func:`save_entry`, used by every cache-or-train function.
+
+    Args:
+        needs: a file or directory inside the entry that must exist too (e.g. ``"data"``), "" for none.
+        honour_retrain: with ``KD_COURSE_RETRAIN=1`` every lookup misses; ``False`` for conversions that no
+            retraining changes (SmolLM2's GGUF → fp32).
+    """
+    _check_fingerprint(fingerprint)
+    if honour_retrain and retrain_requested():
+        return None
+    meta = load_meta(name, profile)
+    if meta is None or meta.get("fingerprint") != jsonable(fingerprint):
+        return None
+    if needs and not (model_dir(name, profile) / needs).exists():
+        return None
+    return meta.get("metrics", {})
+
+
 def load(name: str, model_class: Any, fingerprint: dict, profile: str = "small") -> "tuple[nn.Module, dict] | None":
     """``(model, metrics)`` from the cache if a model with exactly this ``fingerprint`` is stored, else None.
 
     Args:
         model_class: e.g. ``AutoModelForSequenceClassification``; its ``from_pretrained`` loads the directory.
     """
-    if retrain_requested():
-        return None
-    meta = load_meta(name, profile)
-    if meta is None or meta.get("fingerprint") != jsonable(fingerprint):
+    metrics = lookup(name, fingerprint, profile)
+    if metrics is None:
         return None
     model = model_class.from_pretrained(model_dir(name, profile))
     model.eval()
-    return model, meta.get("metrics", {})
+    return model, metrics
 
 
 def clear(profile: str = "small") -> int:
@@ -141,15 +165,12 @@ def cached_json(name: str, fingerprint: dict, compute: Callable[[], Any], profil
     half-written value behind.
     """
     target = model_dir(name, profile)
-    fp = jsonable(fingerprint)
-    meta = load_meta(name, profile)
-    data_file = target / "value.json"
-    if not retrain_requested() and meta is not None and meta.get("fingerprint") == fp and data_file.is_file():
-        return json.loads(data_file.read_text()), True
+    if lookup(name, fingerprint, profile, needs="value.json") is not None:
+        return json.loads((target / "value.json").read_text()), True
     start = time.perf_counter()
     value = compute()
     seconds = round(time.perf_counter() - start, 1)
-    save_entry(name, fp, {"seconds": seconds}, profile, lambda d: (d / "value.json").write_text(json.dumps(value)))
+    save_entry(name, fingerprint, {"seconds": seconds}, profile, lambda d: (d / "value.json").write_text(json.dumps(value)))
     if verbose:
         print(f"{name}: computed in {seconds:.0f} s and cached ({target})")
     return value, False

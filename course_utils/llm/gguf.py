@@ -106,8 +106,7 @@ def smollm2_path(verbose: bool = True) -> Path:
     gguf = assets.path("smollm2-gguf", SMOLLM2_GGUF)
     fingerprint = {"source": SMOLLM2_GGUF, "bytes": gguf.stat().st_size, "version": _CONVERSION_VERSION}
     target = cache.model_dir(SMOLLM2_NAME, "small")
-    meta = cache.load_meta(SMOLLM2_NAME, "small")
-    if meta is not None and meta.get("fingerprint") == fingerprint and (target / "config.json").is_file():
+    if cache.lookup(SMOLLM2_NAME, fingerprint, "small", needs="config.json", honour_retrain=False) is not None:
         return target
     if verbose:
         print(f"converting {SMOLLM2_GGUF} to fp32 once (cached in {target}) …", flush=True)

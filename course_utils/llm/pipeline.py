@@ -151,11 +151,10 @@ def teacher_topk(r: "LLMRecipe", teacher: "nn.Module | Callable[[], nn.Module]",
     name = "llm-teacher-topk"
     fp = r.generation_fingerprint(what="teacher top-k", top_k=r.top_k, temperature=r.temperature,
                                   data=dataset_fingerprint(dataset))
-    meta = cache.load_meta(name, r.profile)
     target = cache.model_dir(name, r.profile)
-    if (not cache.retrain_requested() and meta is not None and meta.get("fingerprint") == cache.jsonable(fp)
-            and (target / "data").is_dir()):
-        return load_from_disk(str(target / "data")), meta["metrics"]
+    metrics = cache.lookup(name, fp, r.profile, needs="data")
+    if metrics is not None:
+        return load_from_disk(str(target / "data")), metrics
     model = teacher if hasattr(teacher, "forward") else teacher()
     out, stats = add_teacher_topk(dataset, model, r.top_k, temperature=r.temperature, pad_token_id=pad_token_id)
     cache.save_entry(name, fp, stats, r.profile, lambda d: out.save_to_disk(str(d / "data")))
@@ -173,13 +172,12 @@ def load_lora_student(r: "LLMRecipe", method: str, fingerprint: dict, tag: str =
     """The cached LoRA student of ``method`` (base + adapter, eval mode) and its metrics, or None."""
     from peft import PeftModel
 
-
     name = _adapter_name(method, tag)
-    meta = cache.load_meta(name, r.profile)
-    if cache.retrain_requested() or meta is None or meta.get("fingerprint") != cache.jsonable(fingerprint):
+    metrics = cache.lookup(name, fingerprint, r.profile)
+    if metrics is None:
         return None
     model = PeftModel.from_pretrained(load_student_base(r), str(cache.model_dir(name, r.profile)))
-    return model.eval(), meta.get("metrics", {})
+    return model.eval(), metrics
 
 
 def distil(

@@ -271,3 +271,19 @@ def test_cached_json_round_trip(course_cache):
     cache.cached_json("x", {"k": 2}, compute, verbose=False)
     assert len(calls) == 2
     assert json.loads((cache.model_dir("x") / cache.META_FILE).read_text())["fingerprint"] == {"k": 2}
+
+
+def test_lookup_is_the_read_side_of_save_entry(course_cache, monkeypatch):
+    monkeypatch.delenv("KD_COURSE_RETRAIN", raising=False)
+    fp = {"lr": 1e-3, "steps": 10}
+    cache.save_entry("entry", fp, {"seconds": 2.0}, "small", lambda d: (d / "data").mkdir())
+    assert cache.lookup("entry", fp) == {"seconds": 2.0}
+    assert cache.lookup("entry", fp, needs="data") == {"seconds": 2.0}
+    assert cache.lookup("entry", fp, needs="value.json") is None            # the required content is missing
+    assert cache.lookup("entry", {**fp, "steps": 11}) is None               # another recipe
+    assert cache.lookup("other", fp) is None
+    monkeypatch.setenv("KD_COURSE_RETRAIN", "1")
+    assert cache.lookup("entry", fp) is None
+    assert cache.lookup("entry", fp, honour_retrain=False) == {"seconds": 2.0}
+    with pytest.raises(TypeError, match="fingerprint must be a dict"):
+        cache.lookup("entry", ["lr", 1e-3])
