@@ -21,8 +21,6 @@ from . import assets
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
-if TYPE_CHECKING:  # pragma: no cover
-    from torch import nn
 
 
 

@@ -10,9 +10,6 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from torch import nn
-if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
     from torch import nn
 
@@ -37,10 +34,12 @@ def quiet_load(cls: Any, name: str, **kwargs: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------- validation
 def num_labels(model: "nn.Module") -> int | None:
+    """The number of classes of a ``transformers`` classifier (``config.num_labels``), or None without a config."""
     return getattr(getattr(model, "config", None), "num_labels", None)
 
 
 def embedding_rows(model: "nn.Module") -> int | None:
+    """Rows of the input embedding matrix (the largest token id + 1 the model accepts), or None if it has none."""
     try:
         return model.get_input_embeddings().num_embeddings
     except (AttributeError, NotImplementedError):
@@ -48,6 +47,8 @@ def embedding_rows(model: "nn.Module") -> int | None:
 
 
 def max_token_id(dataset: Any) -> int | None:
+    """The largest id in a tokenised dataset's ``input_ids`` column (compare with :func:`embedding_rows`), or None
+    for an empty or untokenised dataset."""
     cols = getattr(dataset, "column_names", None)
     if not cols or "input_ids" not in cols or len(dataset) == 0:
         return None

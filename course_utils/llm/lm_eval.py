@@ -16,10 +16,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from datasets import Dataset
     from torch import nn
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-    from datasets import Dataset
-    from torch import nn
 
     from .recipe import LLMRecipe
 

@@ -19,8 +19,6 @@ from .recipe import LLMRecipe, eval_every, llm_recipe, training_steps
 from .trainer import LM_METHODS, CausalLMDistillationTrainer, HeldoutCurve, add_teacher_topk, dataset_fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
-    from torch import nn
-if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
     from torch import nn
 

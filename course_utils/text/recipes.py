@@ -20,10 +20,7 @@ from . import bert, sentiment
 from .feature_trainer import NARROW_STUDENTS, TeacherCache, narrow_student, train_with_features
 
 if TYPE_CHECKING:  # pragma: no cover
-    from datasets import Dataset
-if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
-    from torch import nn
 
 __all__ = ['FEATURE_VARIANTS', 'FEATURE_RECIPES', 'feature_recipe', 'train_feature_student', 'feature_student', 'STUDENT_METHODS', 'KD_METHODS', 'KINDS', 'SentimentTask', 'prepare', 'fine_tune_teacher', 'teacher', 'distillation_sets', 'kd_settings', 'fresh_steps', 'train_sentiment_student', 'student', 'weights_digest', 'logits_of']
 
