@@ -36,8 +36,8 @@ from .basics import (
 from .bert import check_kd_compute_loss, check_layer_copy_init
 from .evaluation import check_expected_calibration_error, check_latency_benchmark
 from .features import check_hint_loss, check_layer_mapping
-from .llm import check_causal_kd_loss, check_rouge_l, check_sft_example
 from .hints import HINTS, hint
+from .llm import check_causal_kd_loss, check_rouge_l, check_sft_example
 from .strategies import check_ensemble_soft_targets, check_mutual_learning_losses
 
 __all__ = ["CheckFailed", "hint", "HINTS", "check_stable_softmax", "check_entropy", "check_soft_target_loss", "check_kd_gradient",

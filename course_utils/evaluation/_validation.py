@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 __all__ = []
 

@@ -3,14 +3,11 @@ teacher, probabilities.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ._validation import _labels, _log_softmax, _same_shape, _scores, _temperature
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 __all__ = ['F1_AVERAGES', 'accuracy', 'f1', 'agreement', 'kl_to_teacher', 'probabilities']
 

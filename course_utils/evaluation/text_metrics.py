@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import TYPE_CHECKING, Sequence
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
+from typing import Sequence
 
 __all__ = ['words', 'lcs_length', 'rouge_l', 'rouge_l_scores', 'normalize_answer', 'exact_match', 'exact_match_scores']
 

@@ -29,27 +29,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-
-__all__ = ['validate_weight', 'KL_DIRECTIONS', 'validate_temperature', 'validate_alpha_kd', 'validate_logits', 'temperature_softmax', 'temperature_log_softmax', 'kl_divergence', 'soft_target_loss', 'DistillationLoss', 'distillation_loss']
-
-
-def validate_weight(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number ≥ 0, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number ≥ 0, got {value}")
-    return value
-
-KL_DIRECTIONS = ("forward", "reverse")
+__all__ = ['KL_DIRECTIONS', 'validate_temperature', 'validate_alpha_kd', 'validate_weight', 'validate_logits', 'temperature_softmax', 'temperature_log_softmax', 'kl_divergence', 'soft_target_loss', 'DistillationLoss', 'distillation_loss']
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -86,6 +72,19 @@ def validate_alpha_kd(alpha_kd: float) -> float:
             "loss = (1 - alpha_kd)·CE + alpha_kd·T²·KL (alpha_kd = 0: hard labels only, 1: soft targets only)."
         )
     return alpha_kd
+
+
+def validate_weight(value: Any, name: str) -> float:
+    """``value`` as a float if it is a finite number ≥ 0 (a loss term's weight); ``TypeError``/``ValueError`` naming
+    ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number ≥ 0, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number ≥ 0, got {value}")
+    return value
+
+KL_DIRECTIONS = ("forward", "reverse")
 
 
 def validate_logits(logits: torch.Tensor, name: str = "logits", check_probabilities: bool = True) -> None:

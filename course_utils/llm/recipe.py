@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from .gguf import smollm2_path
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 __all__ = ['LLAMA_LORA_TARGETS', 'PHI_LORA_TARGETS', 'LLMRecipe', 'SMALL_SYSTEM_PROMPT', 'SMALL_HPARAMS', 'GPU_HPARAMS', 'llm_recipe', 'contiguous_block', 'odd_layers', 'NOTEBOOK_STEPS', 'training_steps', 'eval_every']
 

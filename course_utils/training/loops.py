@@ -4,7 +4,6 @@ FitNets' stage-1 hint training, batched logits and accuracy of a ``torch`` model
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -13,9 +12,6 @@ import torch.nn.functional as F
 from ..evaluation.metrics import accuracy
 from ..kd import features, losses
 from ..kd.losses import distillation_loss, validate_alpha_kd, validate_temperature, validate_weight
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 __all__ = ['predict_logits', 'model_accuracy', 'train_classifier', 'fitnets_stage1', 'train_cnn']
 

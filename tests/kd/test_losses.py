@@ -593,3 +593,15 @@ class TestDistillationLoss:
         assert_close(z.grad, expected)
         assert v.grad is None
 
+
+
+def test_validate_weight():
+    from course_utils.kd.losses import validate_weight
+
+    assert validate_weight(0, "hidden_weight") == 0.0 and validate_weight(2.5, "w") == 2.5
+    for bad in (True, "1", None):
+        with pytest.raises(TypeError, match="hidden_weight must be a number"):
+            validate_weight(bad, "hidden_weight")
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="hidden_weight must be a finite number ≥ 0"):
+            validate_weight(bad, "hidden_weight")
