@@ -16,6 +16,13 @@ POSITIVE, NEGATIVE = ["good", "great", "fun"], ["bad", "awful", "boring"]
 FILLER = ["the", "a", "movie", "film", "plot", "is", "was", "very", "not"]
 
 
+@pytest.fixture(autouse=True)
+def strict_checks(monkeypatch):
+    """Checkers raise ``CheckFailed`` in the tests, as in the nbval run of ``solutions/``; tests of the default
+    (report-only) mode set ``KD_COURSE_STRICT_CHECKS=0`` themselves."""
+    monkeypatch.setenv("KD_COURSE_STRICT_CHECKS", "1")
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """Tiny tensors: OpenMP thread hand-offs cost far more than the maths (100x on a busy 2-core machine).

@@ -1,5 +1,6 @@
 """Exercise checkers: each ``check_*`` runs the learner's function, then prints "✔ …" and returns ``True``, or
-prints "✘ <specific diagnosis and how to fix it>" and raises :class:`CheckFailed` (an ``AssertionError``).
+prints "✘ <specific diagnosis and how to fix it>" and returns ``False`` — or raises :class:`CheckFailed` (an
+``AssertionError``) when ``KD_COURSE_STRICT_CHECKS=1``, as in the test suite and when grading.
 
 Usage in a notebook's check cell::
 
@@ -20,12 +21,15 @@ One module per notebook; this package's ``__all__`` is the learners' API (every 
 - ``evaluation``  – notebook 06: ``check_expected_calibration_error``, ``check_latency_benchmark``.
 - ``strategies``  – notebook 07: ``check_ensemble_soft_targets``, ``check_mutual_learning_losses``.
 
+- ``yours_or_reference(yours, reference, check=check_x)`` – what the later cells of a notebook (its training runs
+  above all) use: the learner's implementation once it passes its checker, otherwise the course's reference (one
+  printed line says which), so that skipping an exercise never stops the notebook.
 - ``hints``       – ``hint("soft_target_loss")``: hints in steps for every exercise (the idea, then the tools, then
   the trap), never the code.
 
 ``_core`` holds what they share: running the learner's code, known-mistake variants, the ✔/✘ messages.
 """
-from ._core import CheckFailed
+from ._core import CheckFailed, yours_or_reference
 from .basics import (
     check_distillation_loss,
     check_entropy,
@@ -40,7 +44,7 @@ from .hints import HINTS, hint
 from .llm import check_causal_kd_loss, check_rouge_l, check_sft_example
 from .strategies import check_ensemble_soft_targets, check_mutual_learning_losses
 
-__all__ = ["CheckFailed", "hint", "HINTS", "check_stable_softmax", "check_entropy", "check_soft_target_loss", "check_kd_gradient",
+__all__ = ["CheckFailed", "yours_or_reference", "hint", "HINTS", "check_stable_softmax", "check_entropy", "check_soft_target_loss", "check_kd_gradient",
            "check_distillation_loss", "check_kd_compute_loss", "check_layer_copy_init", "check_hint_loss",
            "check_layer_mapping", "check_sft_example", "check_causal_kd_loss", "check_rouge_l",
            "check_expected_calibration_error", "check_latency_benchmark", "check_ensemble_soft_targets",

@@ -13,7 +13,13 @@ Every checker follows the same pattern:
    exactly those mistakes and how to fix them. Only when nothing matches does a checker fall back to a generic
    "expected … got …" message.
 4. :func:`passed` prints "✔ <message>" and returns ``True``; :func:`fail` prints "✘ <diagnosis>" and raises
-   :class:`CheckFailed` (an ``AssertionError``, so a failing check cell stops "Run all").
+   :class:`CheckFailed`. The :func:`checker` decorator decides what the learner gets: by default the check
+   *reports* — the ✘ diagnosis, and ``False`` — so that "Run all" goes on past an exercise the learner skipped;
+   with ``KD_COURSE_STRICT_CHECKS=1`` (set for the test suite, see ``solutions/conftest.py``, and for grading)
+   ``CheckFailed`` propagates, and IPython shows the diagnosis alone (:meth:`CheckFailed._render_traceback_`).
+5. :func:`yours_or_reference` is how a notebook picks the implementation its later cells (training runs above all)
+   use: the learner's when it passes its checker, otherwise the course's reference, saying so in one line — so a
+   learner who skips an exercise can still run the rest of the notebook.
 
 The helpers are public within the package so that every notebook's checkers share them.
 """
@@ -23,6 +29,7 @@ import contextlib
 import functools
 import io
 import itertools
+import os
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +39,10 @@ import torch
 
 __all__ = [
     "CheckFailed",
+    "STRICT_ENV",
+    "strict_checks",
     "checker",
+    "yours_or_reference",
     "single_thread",
     "passed",
     "fail",
@@ -94,6 +104,18 @@ def _is_learner_file(filename: str) -> bool:
 
 
 _F = TypeVar("_F", bound=Callable[..., bool])
+_T = TypeVar("_T")
+
+STRICT_ENV = "KD_COURSE_STRICT_CHECKS"
+"""Environment variable: ``1`` makes a failed check raise :class:`CheckFailed` instead of returning ``False``."""
+
+
+def strict_checks() -> bool:
+    """Whether a failed check raises (``KD_COURSE_STRICT_CHECKS=1``: the test suite, grading) or only reports."""
+    value = os.environ.get(STRICT_ENV, "0").strip()
+    if value not in ("0", "1", ""):
+        raise ValueError(f"{STRICT_ENV}={value!r}: use 1 (a failed check raises) or 0 (it prints ✘ and returns False)")
+    return value == "1"
 
 
 @contextlib.contextmanager
@@ -113,15 +135,61 @@ def single_thread() -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
-def checker(func: _F) -> _F:
-    """Decorator for every ``check_*``: runs it under :func:`single_thread`."""
+def checker(func: _F | None = None, *, one_thread: bool = True) -> Any:
+    """Decorator for every ``check_*``: runs it under :func:`single_thread` (unless ``one_thread=False``: a check
+    that sets the thread count itself); a failure returns ``False`` after its ✘ diagnosis, or raises
+    :class:`CheckFailed` when :func:`strict_checks` is on."""
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> bool:
-        with single_thread():
-            return func(*args, **kwargs)
+    def decorate(check: _F) -> _F:
+        @functools.wraps(check)
+        def wrapper(*args: Any, **kwargs: Any) -> bool:
+            try:
+                with single_thread() if one_thread else contextlib.nullcontext():
+                    return check(*args, **kwargs)
+            except CheckFailed:
+                if strict_checks():
+                    raise
+                return False
 
-    return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate if func is None else decorate(func)
+
+
+def yours_or_reference(yours: _T, reference: _T, *, check: Callable[..., bool]) -> _T:
+    """The learner's implementation if it passes ``check``, else ``reference`` — with one line saying which.
+
+    Args:
+        yours: the learner's function or class; a tuple when the checker takes several (they are passed as
+            separate arguments, and a tuple of the same length is returned).
+        reference: the course's implementation with the same signature(s), used when ``yours`` fails its check.
+        check: the exercise's ``check_*`` function. It runs again here, quietly, so that an edit made after the
+            check cell ran is checked too.
+
+    Raises:
+        CheckFailed: ``yours`` failed and :func:`strict_checks` is on (the test suite must not train silently
+            with the reference).
+    """
+    if not callable(check):
+        raise TypeError(f"check= must be the exercise's check_* function, got {describe(check)}")
+    items = yours if isinstance(yours, tuple) else (yours,)
+    if isinstance(yours, tuple) != isinstance(reference, tuple) or len(items) != len(
+            reference if isinstance(reference, tuple) else (reference,)):
+        raise TypeError("yours and reference must match: both a single implementation, or tuples of the same length")
+    names = " and ".join(f"`{fn_name(item)}`" for item in items)
+    quiet = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(quiet):
+            ok = check(*items)
+    except CheckFailed:
+        print(quiet.getvalue(), end="")
+        raise
+    if ok:
+        print(f"✔ your {names} passed {fn_name(check)}: the cells below use yours")
+        return yours
+    print(f"→ your {names} has not passed {fn_name(check)} yet (its check cell says why), so the cells below use the "
+          "course's reference implementation instead")
+    return reference
 
 
 # --------------------------------------------------------------------------------------------------- report

@@ -74,6 +74,9 @@ _SOFTMAX_MISTAKES: Dimensions = {
                    "the softmax: softmax(logits / temperature)."),
         ("multiply", "the temperature is applied as a multiplication (logits * T), which sharpens the distribution "
                      "for T > 1 instead of softening it. Divide: softmax(logits / temperature)."),
+        ("after", "the temperature is applied after normalising (the probabilities are divided by T), so your rows "
+                  "sum to 1/T instead of 1. The temperature divides the logits before anything else; the division "
+                  "by the sum comes last."),
     ],
     "output": [
         ("probs", ""),
@@ -87,9 +90,11 @@ _SOFTMAX_MISTAKES: Dimensions = {
 
 def _softmax_variant(case: Case, choice: Mapping[str, Any]) -> torch.Tensor:
     x, t = case["logits"], case["temperature"]
-    x = {"divide": x / t, "ignore": x, "multiply": x * t}[choice["temperature"]]
+    x = {"divide": x / t, "ignore": x, "multiply": x * t, "after": x}[choice["temperature"]]
     dim = choice["axis"]
     out = torch.softmax(x, dim=dim)
+    if choice["temperature"] == "after":
+        out = out / t
     if choice["output"] == "double":
         out = torch.softmax(out, dim=dim)
     elif choice["output"] == "log":
@@ -109,7 +114,8 @@ def check_stable_softmax(fn: Callable[..., torch.Tensor]) -> bool:
         ``stable_softmax(logits: Tensor (..., C), temperature: float = 1.0) -> Tensor (..., C)``: probabilities
         of the same shape as ``logits``, summing to 1 along the last axis, finite even for logits ~ ±1000.
 
-    Diagnoses: wrong axis (columns sum to 1), temperature ignored or multiplied, log-probabilities returned,
+    Diagnoses: wrong axis (columns sum to 1), temperature ignored, multiplied or applied to the probabilities
+    after normalising, log-probabilities returned,
     softmax applied twice, rows not summing to 1, shape changed, NaN/inf for large logits (row max not
     subtracted, or the global max subtracted instead of each row's), input modified in place.
 
@@ -234,8 +240,7 @@ def _entropy_variant(case: Case, choice: Mapping[str, Any]) -> torch.Tensor:
 
 
 def _entropy_reference(case: Case) -> torch.Tensor:
-    p = case["probs"]
-    return -torch.special.xlogy(p, p).sum(-1)
+    return losses.entropy(case["probs"])
 
 
 @checker
@@ -439,7 +444,8 @@ def check_soft_target_loss(fn: Callable[..., torch.Tensor]) -> bool:
     ``reduction="sum"`` (B times too large), unreduced (B, C) or per-row output, KL arguments swapped (reverse
     KL(q ‖ p)), probabilities instead of log-probabilities as ``F.kl_div``'s first argument, teacher or student
     logits not divided by T, teacher or student through softmax twice, not differentiable (detached),
-    ``log(softmax(...))`` instead of ``log_softmax`` (inf/NaN for a very confident student).
+    ``log(softmax(...))`` instead of ``log_softmax`` for the student or the teacher (inf/NaN for a very confident
+    student or teacher).
 
     Returns:
         ``True`` (after printing "✔ …").
@@ -463,28 +469,69 @@ def check_soft_target_loss(fn: Callable[..., torch.Tensor]) -> bool:
             fail(mistakes_message(name, diagnoses))
         _loss_fallback(name, cases[bad], outputs[bad], reference(cases[bad]), "T² · KL(p ‖ q) (batchmean)")
     _check_student_gradient(fn, name, cases[0], reference)
-    _check_confident_student(fn, name, reference)
+    _check_confident_models(fn, name, reference)
     return passed(
         f"`{name}` is correct: T² · KL(p ‖ q) averaged over the batch, for T ∈ {{1.5, 2, 4}}, its gradient "
-        "w.r.t. the student's logits matches autograd, and it stays finite for a very confident student."
+        "w.r.t. the student's logits matches autograd, and it stays finite for a very confident student or teacher."
     )
 
 
-def _check_confident_student(fn: Callable[..., torch.Tensor], name: str,
-                             reference: Callable[[Case], torch.Tensor]) -> None:
-    """A student with logit gaps of ~300: softmax underflows to exactly 0 in float32 (below ~1e-45), so
-    ``log(softmax(z / T))`` is -inf where the teacher still puts probability, and the loss is inf or NaN."""
-    case: Case = {"student_logits": torch.tensor([[150.0, -150.0, 0.0], [0.0, 140.0, -160.0]]),
-                  "teacher_logits": torch.tensor([[1.0, 0.5, -0.5], [0.2, 0.1, 0.0]]), "temperature": 2.0}
-    out = as_tensor_output(call_learner(fn, case), name)
-    if not bool(torch.isfinite(out).all()):
-        fail(f"`{name}` returns {fmt(out)} for a very confident student (logits ±150, T = 2): the student's "
-             "probabilities underflow to exactly 0 and their log is -inf. Taking log(softmax(...)) is the unstable "
-             "way notebook 01 warned about; compute the log-probabilities in one step, with the log-sum-exp trick "
-             "built in (PyTorch has a function for exactly this).")
-    expected = reference(case)
-    if not close(out, expected):
-        _loss_fallback(name, case, out, expected, "T² · KL(p ‖ q) (batchmean) for a very confident student")
+# Logit gaps of ~300: at T = 1 or 2 softmax underflows to exactly 0 in float32 (below ~1e-45), so log(softmax(·)) is
+# -inf there while log_softmax stays finite; at T = 4 the gaps shrink to 75 and nothing underflows. That tells the
+# two terms of a distillation loss apart: the cross-entropy (T = 1) against a label whose probability underflows, at
+# T = 4 (the KD term is then safe), and the KD term at T = 2 with labels on the top classes (the CE term is then safe).
+CONFIDENT_LOGITS = torch.tensor([[150.0, -150.0, 0.0], [0.0, 140.0, -160.0]])
+MILD_LOGITS = torch.tensor([[1.0, 0.5, -0.5], [0.2, 0.1, 0.0]])
+UNDERFLOWING_LABELS = torch.tensor([1, 2])
+TOP_LABELS = torch.tensor([0, 1])
+
+
+def log_of_softmax_message(name: str, out: torch.Tensor | str, who: str, where: str) -> str:
+    """The diagnosis of a loss that is inf/NaN because it takes the log of a softmax that underflowed to 0."""
+    shown = out if isinstance(out, str) else fmt(out)
+    return (f"`{name}` returns {shown} for a very confident {who} ({where}): its probabilities underflow to exactly 0 "
+            "and their log is -inf, so you take log(softmax(...)) (or .log() of probabilities) there — the unstable "
+            "way notebook 01 warned about. Compute the log-probabilities in one step, with the log-sum-exp trick built "
+            "in (PyTorch has a function for exactly this; F.cross_entropy takes the raw logits and does it itself).")
+
+
+def confident_probes(with_labels: bool) -> list[tuple[str, str, Case]]:
+    """``(who, where, case)`` for :func:`_check_confident_models`; ``case`` has the keys student_logits,
+    teacher_logits, labels (when ``with_labels``) and temperature."""
+    probes = []
+    if with_labels:
+        probes.append(("student", "logits ±150, T = 4, labels on the classes whose probability underflows: in the "
+                                  "hard-label cross-entropy, at T = 1",
+                       {"student_logits": CONFIDENT_LOGITS, "teacher_logits": MILD_LOGITS,
+                        "labels": UNDERFLOWING_LABELS, "temperature": 4.0}))
+    probes.append(("student", "logits ±150, T = 2: in the KD term, the student's side",
+                   {"student_logits": CONFIDENT_LOGITS, "teacher_logits": MILD_LOGITS, "labels": TOP_LABELS,
+                    "temperature": 2.0}))
+    probes.append(("teacher", "logits ±150, T = 2: in the KD term, the teacher's side",
+                   {"student_logits": MILD_LOGITS, "teacher_logits": CONFIDENT_LOGITS, "labels": TOP_LABELS,
+                    "temperature": 2.0}))
+    if not with_labels:
+        for _, _, case in probes:
+            del case["labels"]
+    return probes
+
+
+def _check_confident_models(fn: Callable[..., Any], name: str, reference: Callable[[Case], torch.Tensor],
+                            alpha_kd: float | None = None,
+                            convert: Callable[[Any, str], torch.Tensor] | None = None) -> None:
+    """Run ``fn`` with a very confident student, then a very confident teacher: the loss must stay finite and right.
+    ``alpha_kd`` is given for a distillation loss ``fn(z, v, labels, T, alpha_kd)``, ``None`` for ``fn(z, v, T)``."""
+    convert = convert or (lambda out, n: as_tensor_output(out, n, "loss"))
+    for who, where, case in confident_probes(with_labels=alpha_kd is not None):
+        case = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in case.items()}
+        if alpha_kd is not None:
+            case["alpha_kd"] = alpha_kd
+        out = convert(call_learner(fn, case), name)
+        if not bool(torch.isfinite(out).all()):
+            fail(log_of_softmax_message(name, out, who, where))
+        expected = reference(case)
+        if not close(out, expected):
+            _loss_fallback(name, case, out, expected, f"the loss for a very confident {who}")
 
 
 def _loss_fallback(name: str, case: Case, out: torch.Tensor, expected: torch.Tensor, what: str) -> None:
@@ -588,6 +635,9 @@ _DISTILLATION_MISTAKES: Dimensions = {
                "(1 − alpha_kd)·CE + alpha_kd·T²·KL(p ‖ q)."),
         ("no_ce_weight", "the CE term is not weighted: the loss is (1 − alpha_kd)·CE + alpha_kd·T²·KL, not "
                          "CE + alpha_kd·T²·KL."),
+        ("t2_all", "the T² factor multiplies the cross-entropy too: T² belongs to the KD term only — "
+                   "(1 − alpha_kd)·CE + alpha_kd·T²·KL(p ‖ q). Scaling the CE by T² would make the hard labels "
+                   "weigh more whenever you raise T."),
     ],
     "ce": [
         ("T1", ""),
@@ -619,7 +669,8 @@ def _distillation_variant(case: Case, choice: Mapping[str, Any]) -> torch.Tensor
     ce_input = {"T1": z, "atT": z / t, "probs": torch.softmax(z, -1)}[choice["ce"]]
     ce = F.cross_entropy(ce_input, y)
     kd = _soft_variant(z, v, t, choice)
-    w_ce, w_kd = {"kd": (1 - a, a), "ce": (a, 1 - a), "no_ce_weight": (1.0, a)}[choice["weights"]]
+    w_ce, w_kd = {"kd": (1 - a, a), "ce": (a, 1 - a), "no_ce_weight": (1.0, a),
+                  "t2_all": ((1 - a) * t * t, a)}[choice["weights"]]
     return w_ce * ce + w_kd * kd
 
 
@@ -647,7 +698,8 @@ def check_distillation_loss(fn: Callable[..., torch.Tensor]) -> bool:
         A result with a ``.loss`` attribute (like :func:`course_utils.kd.losses.distillation_loss`'s) is accepted.
 
     Diagnoses (alone or two at a time): alpha_kd on the wrong term (alpha weighting CE), CE not weighted by
-    (1 − alpha_kd), CE computed at temperature T, probabilities given to cross_entropy, and every soft-loss
+    (1 − alpha_kd), T² on the CE term too, CE computed at temperature T, probabilities given to cross_entropy,
+    ``log(softmax(...))`` in either term (inf/NaN for a very confident student or teacher), and every soft-loss
     mistake of :func:`check_soft_target_loss` (missing T², T instead of T², mean/sum reduction, reverse KL,
     F.kl_div given probabilities, T missing on either side, softmax twice); not differentiable. When nothing
     known matches, says whether the CE part (alpha_kd = 0) or the KD part (alpha_kd = 1) is off.
@@ -684,7 +736,9 @@ def check_distillation_loss(fn: Callable[..., torch.Tensor]) -> bool:
         fail(f"`{name}` returns {fmt(out)} for T = {cases[bad]['temperature']:g}, alpha_kd = "
              f"{cases[bad]['alpha_kd']:g}, expected {fmt(_distillation_reference(cases[bad]))}: {detail}")
     _check_student_gradient(fn, name, cases[0], _distillation_reference)
+    _check_confident_models(fn, name, _distillation_reference, alpha_kd=0.5, convert=_loss_output)
     return passed(
         f"`{name}` is correct: (1 − alpha_kd)·CE + alpha_kd·T²·KL(p ‖ q) for alpha_kd ∈ {{0, 0.3, 0.8, 1}} and "
-        "T ∈ {1.5, 2, 3, 4}, differentiable w.r.t. the student's logits."
+        "T ∈ {1.5, 2, 3, 4}, differentiable w.r.t. the student's logits, and finite for a very confident student "
+        "or teacher."
     )

@@ -47,7 +47,7 @@ from ._core import (
     mistakes_message,
     passed,
 )
-from .basics import _DISTILLATION_MISTAKES, _distillation_variant
+from .basics import _DISTILLATION_MISTAKES, _distillation_variant, confident_probes, log_of_softmax_message
 
 __all__ = ["check_kd_compute_loss", "check_layer_copy_init"]
 
@@ -130,10 +130,11 @@ def _kd_reference(case: Case) -> torch.Tensor:
 
 
 class _CallRecorder:
-    """Records, per forward call of a model, which of its inputs were given (not None)."""
+    """Records, per forward call of a model, which of its inputs were given (not None) and whether autograd was on."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.calls: list[set[str]] = []
+        self.grad_enabled: list[bool] = []
         self._signature = inspect.signature(model.forward)
         self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
 
@@ -143,9 +144,11 @@ class _CallRecorder:
         except TypeError:
             bound = dict(kwargs)
         self.calls.append({k for k, v in bound.items() if v is not None})
+        self.grad_enabled.append(torch.is_grad_enabled())
 
     def reset(self) -> None:
         self.calls = []
+        self.grad_enabled = []
 
     def given(self) -> set[str]:
         return set().union(*self.calls) if self.calls else set()
@@ -236,8 +239,7 @@ def _loss_tensor(out: Any, name: str) -> torch.Tensor:
              "return_outputs=True, the pair (loss, student_outputs)).")
     if isinstance(out, (tuple, list)):
         fail(f"`{name}` returns a {type(out).__name__} when return_outputs=False (the training step): return only the "
-             "loss then, and (loss, student_outputs) only when return_outputs=True: "
-             "`return (loss, student_outputs) if return_outputs else loss`.")
+             "loss then, and the pair (loss, student_outputs) only when return_outputs=True.")
     if isinstance(out, (float, int)):
         fail(f"`{name}` returned a Python {type(out).__name__} ({out!r}); return the loss tensor itself (no .item() or "
              "float(...)), the Trainer calls .backward() on it.")
@@ -256,7 +258,7 @@ def check_kd_compute_loss(trainer_cls: Any) -> bool:
             def __init__(self, *args, teacher_model=None, temperature=2.0, alpha_kd=0.5, **kwargs): ...
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 # loss = (1 − alpha_kd)·CE(z, y) + alpha_kd·T²·KL(softmax(v/T) ‖ softmax(z/T)), batchmean
-                return (loss, student_outputs) if return_outputs else loss
+                # returns (loss, student_outputs) when return_outputs is true, else the loss alone
 
     The class is not constructed (that would need ``TrainingArguments``): the checker makes an instance with
     ``trainer_cls.__new__`` and sets ``teacher`` (a tiny BERT), ``temperature`` and ``alpha_kd`` on it, then calls
@@ -266,7 +268,10 @@ def check_kd_compute_loss(trainer_cls: Any) -> bool:
     accepted too (``self`` then only has those three attributes).
 
     Diagnoses: student or teacher never run; attention_mask/token_type_ids not passed to a model; the model's own
-    loss (``outputs.loss``, labels fed to the student) returned instead of the KD loss; teacher logits softmaxed
+    loss (``outputs.loss``, labels fed to the student) returned instead of the KD loss; labels passed to the student
+    or the teacher even when the loss is right; the teacher run with autograd on (its logits detached afterwards
+    instead of ``torch.no_grad()``); ``log(softmax(...))`` in either term (inf/NaN for a very confident student or
+    teacher); teacher logits softmaxed
     before the loss (double softmax); and every mistake of :func:`check_distillation_loss` (missing T², ``mean``
     instead of ``batchmean``, reverse KL, alpha_kd on the wrong term, CE at temperature T, …), alone or two at a
     time; the loss not differentiable w.r.t. the student; gradients flowing into the teacher (no ``torch.no_grad``);
@@ -325,16 +330,74 @@ def _check_kd_compute_loss(name: str, make: Callable[..., Any]) -> bool:
                 bad = i
         if bad is not None:
             _diagnose_kd(name, cases, outputs, given, bad)
+        _check_no_labels_in_forward(name, given)
+        rec_t.reset()
         _check_kd_gradients(name, make, student, teacher, settings[0], inputs_for(settings[0][2]), cases[0])
+        if any(rec_t.grad_enabled):
+            fail(f"`{name}` gives the right value and no gradient reaches the teacher, but the teacher's forward "
+                 "pass ran with autograd on (outside torch.no_grad()): PyTorch recorded the whole teacher graph and "
+                 "kept its activations for a backward pass that never comes, which costs memory and time on every "
+                 "step — detaching the logits afterwards does not undo that. Run the teacher's forward inside a "
+                 "torch.no_grad() block.")
         _check_return_outputs(name, make, student, teacher, settings[0], inputs_for(settings[0][2]), cases[0])
     finally:
         rec_s.remove()
         rec_t.remove()
+    _check_confident_logits(name, make)
     return passed(
         f"`{name}` is correct: (1 − alpha_kd)·CE + alpha_kd·T²·KL(p ‖ q) from the student's and the teacher's "
-        "logits for alpha_kd ∈ {0, 0.3, 0.5, 1} and T ∈ {1.5, 2, 3, 4}; gradients reach the student but not the "
-        "teacher, and return_outputs=True gives (loss, student_outputs)."
+        "logits for alpha_kd ∈ {0, 0.3, 0.5, 1} and T ∈ {1.5, 2, 3, 4}; the labels stay out of both models, the "
+        "teacher runs without autograd, gradients reach the student but not the teacher, the loss stays finite for "
+        "very confident models, and return_outputs=True gives (loss, student_outputs)."
     )
+
+
+def _check_no_labels_in_forward(name: str, given: list[tuple[set[str], set[str], int, int]]) -> None:
+    """The loss is right, but a model was called with ``labels``: it then computes its own cross-entropy."""
+    for role, index, extra in (
+            ("student", 0, " Worse, its outputs.loss is the plain cross-entropy, an easy thing to return by mistake "
+                           "instead of the KD loss."),
+            ("teacher", 1, "")):
+        if any("labels" in g[index] for g in given):
+            fail(f"`{name}` gives the right loss, but it passes `labels` to the {role}'s forward: a model that "
+                 "gets labels computes its own cross-entropy loss on every step, which is wasted work here." + extra +
+                 f" Call the {role} with the inputs only — every key of the batch except 'labels' — and use the "
+                 "labels in your own loss.")
+
+
+class _FixedLogits(torch.nn.Module):
+    """A stand-in classifier that returns fixed logits (as a parameter, so gradients flow), whatever the inputs."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(logits.clone())
+
+    def forward(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
+                labels: Any = None, **kwargs: Any) -> Any:
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        logits = self.weight * 1.0
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def _check_confident_logits(name: str, make: Callable[..., Any]) -> None:
+    """Very confident student or teacher (logit gaps ~300, 3 classes): log(softmax(...)) gives inf/NaN there."""
+    for who, where, case in confident_probes(with_labels=True):
+        student, teacher = _FixedLogits(case["student_logits"]), _FixedLogits(case["teacher_logits"]).eval()
+        batch = _tiny_batch(70, batch=2)
+        batch["labels"] = case["labels"].clone()
+        full = dict(case, alpha_kd=0.5)
+        with torch.enable_grad():
+            loss = _loss_tensor(_call_compute_loss(name, make(teacher, case["temperature"], 0.5), student, batch,
+                                                   False), name)
+        if not bool(torch.isfinite(loss)):
+            fail(log_of_softmax_message(name, loss.detach(), who, where + ", alpha_kd = 0.5"))
+        expected = _kd_reference(full)
+        if not close(loss.detach(), expected):
+            fail(f"`{name}` returns {fmt(loss.detach())} for a very confident {who} ({where}), expected "
+                 f"{fmt(expected)}: compute both terms from log-probabilities taken in one step (log-sum-exp), "
+                 "never from probabilities.")
 
 
 def _diagnose_kd(name: str, cases: list[Case], outputs: list[torch.Tensor],
@@ -413,8 +476,8 @@ def _check_kd_gradients(name: str, make: Callable[..., Any], student: Any, teach
     if leaked:
         fail(f"`{name}` gives the right value, but gradients flow into the teacher ({len(leaked)} of its parameter "
              f"tensors got a .grad, e.g. {leaked[0]}): backpropagation runs through the teacher too, wasting memory "
-             "and time, and an optimizer over its weights would change it. Compute the teacher's logits under "
-             "torch.no_grad(): `with torch.no_grad(): teacher_logits = self.teacher(...).logits`.")
+             "and time, and an optimizer over its weights would change it. Run the teacher's forward inside a "
+             "torch.no_grad() block.")
 
 
 def _check_return_outputs(name: str, make: Callable[..., Any], student: Any, teacher: Any,
@@ -422,9 +485,9 @@ def _check_return_outputs(name: str, make: Callable[..., Any], student: Any, tea
     t, a, _ = setting
     out = _call_compute_loss(name, make(teacher, t, a), student, inputs, True)
     expected = _kd_reference(case)
-    fix = ("End with `return (loss, student_outputs) if return_outputs else loss`, where student_outputs is what "
-           "model(...) returned: the Trainer's evaluation loop unpacks `loss, outputs = self.compute_loss(model, "
-           "inputs, return_outputs=True)` and reads the predictions from outputs.")
+    fix = ("When return_outputs is true, return the pair (loss, student_outputs), where student_outputs is what "
+           "model(...) returned; otherwise the loss alone: the Trainer's evaluation loop unpacks `loss, outputs = "
+           "self.compute_loss(model, inputs, return_outputs=True)` and reads the predictions from outputs.")
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         what = (("a single tensor" if isinstance(out, torch.Tensor) else f"an object of type {type(out).__name__}")
                 if not isinstance(out, (tuple, list)) else f"a {type(out).__name__} of {len(out)} items")
@@ -544,8 +607,8 @@ def _check_one_copy(fn: Callable[..., Any], name: str, seed: int, layers: list[i
              "type(teacher)(config) with a copied config and copied weights.")
     if teacher.config.num_hidden_layers != n_before:
         fail(f"`{name}` changed the teacher's config {where}: teacher.config.num_hidden_layers is now "
-             f"{teacher.config.num_hidden_layers}. The student's config must be a copy — "
-             "config = copy.deepcopy(teacher.config) — before you set num_hidden_layers on it.")
+             f"{teacher.config.num_hidden_layers}. The student's config must be a deep copy of the teacher's "
+             "(copy.deepcopy) before you set num_hidden_layers on it.")
     _, t_layers_now = _layers_of(teacher)
     if len(t_layers_now) != n_before:
         fail(f"`{name}` modified the teacher {where}: it now has {len(t_layers_now)} layers instead of {n_before}. "
@@ -571,7 +634,8 @@ def _check_one_copy(fn: Callable[..., Any], name: str, seed: int, layers: list[i
              "one copied teacher layer per entry of `layers`.")
     if student.config.num_hidden_layers != k:
         fail(f"`{name}`: the student has {k} layers but student.config.num_hidden_layers is still "
-             f"{student.config.num_hidden_layers} {where}. Update the config (config.num_hidden_layers = len(layers)); "
+             f"{student.config.num_hidden_layers} {where}. Set num_hidden_layers on the student's config to the number of "
+             "kept layers; "
              "otherwise save_pretrained/from_pretrained rebuilds the wrong number of layers.")
     s_cfg, t_cfg = student.config, teacher.config
     if s_cfg.num_labels != t_cfg.num_labels or s_cfg.hidden_size != t_cfg.hidden_size:

@@ -22,6 +22,7 @@ median, or a timer around the wrong code shows in the numbers.
 from __future__ import annotations
 
 import contextlib
+import io
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -69,6 +70,12 @@ def _ece_cases() -> list[Case]:
     cases.append({"probs": probs, "labels": labels_for(probs, 0.8), "n_bins": 15})
     probs = torch.softmax(torch.randn(160, 4, generator=gen) * 1.5, -1)
     cases.append({"probs": probs, "labels": labels_for(probs, 0.6), "n_bins": 5})
+    # Confidences exactly on the edges of 4 bins (0.5, 0.75; exact in binary floating point): right-closed bins put
+    # them in the lower bin, (0.25, 0.5] and (0.5, 0.75], left-closed ones in the upper.
+    probs = torch.tensor([[0.5, 0.25, 0.125, 0.125], [0.125, 0.5, 0.25, 0.125], [0.75, 0.125, 0.0625, 0.0625],
+                          [0.0625, 0.125, 0.75, 0.0625], [0.6, 0.2, 0.1, 0.1], [0.125, 0.1, 0.7, 0.075],
+                          [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4], [0.9, 0.05, 0.03, 0.02], [0.3, 0.3125, 0.2, 0.1875]])
+    cases.append({"probs": probs, "labels": torch.tensor([0, 1, 1, 2, 0, 2, 0, 3, 0, 0]), "n_bins": 4})
     return cases
 
 
@@ -96,6 +103,10 @@ _ECE_MISTAKES: Dimensions = {
         ("drop_one", "predictions with confidence exactly 1.0 fall outside your bins (bins [lower, upper) never "
                      "contain 1.0) — a saturated softmax gives many of them. Clamp the bin index to n_bins − 1, or "
                      "make the last bin closed."),
+        ("left_closed", "your bins are left-closed, [lower, upper): a confidence exactly on an edge (0.5 with 4 bins) "
+                        "lands in the bin above it. The course's bins are right-closed, (lower, upper] — 1/n_bins "
+                        "belongs to the first bin and 1.0 to the last: bin index ceil(confidence · n_bins) − 1, "
+                        "clamped to [0, n_bins − 1]."),
     ],
     "bins": [
         ("n_bins", ""),
@@ -123,6 +134,8 @@ def _ece_variant(case: Case, choice: Mapping[str, Any]) -> torch.Tensor:
     if choice["edges"] == "drop_one":  # bins [lo, hi): index floor(conf * m), 1.0 lands in a bin that does not exist
         idx = torch.floor(conf * m).long()
         keep = idx < m
+    elif choice["edges"] == "left_closed":  # bins [lo, hi), the last one closed
+        idx = torch.floor(conf * m).long()
     idx = idx.clamp(0, m - 1)
     total = torch.tensor(0.0, dtype=torch.float64)
     filled = 0
@@ -150,7 +163,8 @@ def _scalar(out: Any, name: str) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         if out.numel() != 1:
             fail(f"`{name}` returned a tensor of shape {tuple(out.shape)}; the ECE is one number (sum over bins).")
-        return out.detach().double().reshape(())
+        fail(f"`{name}` returned a tensor ({fmt(out.detach().reshape(()))}); the exercise asks for a Python float: "
+             "convert the sum with float(...) before returning it.")
     if isinstance(out, (bool, np.bool_)) or not isinstance(out, (int, float, np.floating, np.integer)):
         fail(f"`{name}` returned {type(out).__name__}; return the ECE as a float.")
     return torch.tensor(float(out), dtype=torch.float64)
@@ -163,8 +177,9 @@ def check_expected_calibration_error(fn: Callable[..., Any]) -> bool:
     ``probs`` is an ``(N, C)`` tensor of probabilities, ``labels`` ``N`` class indices. Expected: top-label
     confidence ``probs.max(1)``, ``n_bins`` equal-width bins on [0, 1] (a confidence of exactly 1.0 in the last
     one), ECE = Σ_b (n_b/N)·|accuracy_b − confidence_b| over non-empty bins. Diagnoses: the probability of class 1
-    instead of the top class; unweighted mean over bins; signed or squared gaps; 1.0 dropped; n_bins ignored; one
-    bin; a percentage; NaN from empty bins; not a number. Reference: :func:`course_utils.evaluation.calibration.expected_calibration_error`.
+    instead of the top class; unweighted mean over bins; signed or squared gaps; 1.0 dropped; left-closed bins
+    (confidences exactly on an edge in the bin above); n_bins ignored; one bin; a percentage; NaN from empty bins;
+    a tensor instead of a Python float; not a number. Reference: :func:`course_utils.evaluation.calibration.expected_calibration_error`.
     """
     name = require_callable(fn, "expected_calibration_error")
     cases = _ece_cases()
@@ -252,6 +267,7 @@ def _number(value: Any, key: str, name: str) -> float:
     return float(value)
 
 
+@checker(one_thread=False)  # it sets the thread count itself: the learner's function must restore it
 def check_latency_benchmark(fn: Callable[..., Any]) -> bool:
     """Check ``measure_latency(model, inputs, warmup, repeats, threads) -> {"median_ms", "p90_ms", "times_ms"}``.
 
@@ -261,7 +277,8 @@ def check_latency_benchmark(fn: Callable[..., Any]) -> bool:
     durations in milliseconds, ``median_ms`` their median and ``p90_ms`` their 90th percentile.
 
     Diagnoses: not a dict; wrong call count (no warm-up, warm-up timed, too few repeats); warm-up after timing;
-    training mode; autograd on; threads not set or not restored; inputs not passed as keywords; ``time.time`` or
+    training mode; autograd on; threads not set or not restored, or not restored when the model raises (no
+    try/finally); inputs not passed as keywords; ``time.time`` or
     ``time.process_time``; seconds instead of milliseconds; a timer that does not surround the call; the mean (or
     min) instead of the median; the maximum instead of the 90th percentile.
     """
@@ -278,11 +295,39 @@ def check_latency_benchmark(fn: Callable[..., Any]) -> bool:
             with _watch_clocks(clocks):
                 out = call_learner(fn, {"model": model, "inputs": inputs, **case})
             _check_run(name, out, model, inputs, case, clocks, other)
+        torch.set_num_threads(other)
+        _check_threads_restored_on_error(fn, name, other)
     finally:
         torch.set_num_threads(previous)
     return passed(f"`{name}` measures latency correctly: eval mode, inference mode, {cases[0]['threads']} and "
                   f"{cases[1]['threads']} fixed threads (restored), untimed warm-up, perf_counter around each call, "
                   "median and p90 in milliseconds.")
+
+
+class _FailingModel(_FakeModel):
+    """Raises from its second call on, as a real model does when a batch does not fit in memory."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.calls:
+            self.calls.append({"args": args, "kwargs": kwargs})
+            raise RuntimeError("the checker's model fails on purpose (like an out-of-memory error mid-benchmark)")
+        return super().forward(*args, **kwargs)
+
+
+def _check_threads_restored_on_error(fn: Callable[..., Any], name: str, caller_threads: int) -> None:
+    """The thread count must come back even when the model raises in the middle of the benchmark."""
+    model = _FailingModel(hiccup=-1)
+    inputs = {"input_ids": torch.arange(6).reshape(2, 3), "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            fn(model, inputs, 2, 5, 2 if caller_threads == 1 else 1)
+    except Exception:  # noqa: BLE001 - expected: the model's error goes through
+        pass
+    if torch.get_num_threads() != caller_threads:
+        fail(f"`{name}` restores the thread count when all goes well, but not when the model raises: after a model "
+             f"that failed on its second call torch was left on {torch.get_num_threads()} thread(s) instead of the "
+             f"caller's {caller_threads}. Put the measurement in a try block and restore the previous count in its "
+             "finally clause, so that it comes back even if the model raises.")
 
 
 def _check_run(name: str, out: Any, model: _FakeModel, inputs: dict, case: dict, clocks: set[str],
@@ -312,8 +357,9 @@ def _check_run(name: str, out: Any, model: _FakeModel, inputs: dict, case: dict,
              "torch.no_grad()); recording the graph for a backward pass that never comes costs time and memory.")
     if any(c["threads"] != threads for c in calls):
         seen = sorted({c["threads"] for c in calls})
-        fail(f"`{name}` ran the model with {seen} thread(s) {where}: call torch.set_num_threads(threads) before "
-             "timing — latencies measured with different thread counts cannot be compared.")
+        fail(f"`{name}` ran the model with {seen} thread(s) {where}: set torch's thread count to `threads` "
+             "(torch.set_num_threads) before timing — latencies measured with different thread counts cannot be "
+             "compared.")
     if torch.get_num_threads() != caller_threads:
         fail(f"`{name}` left torch on {torch.get_num_threads()} thread(s); the caller had {caller_threads}. Save "
              "torch.get_num_threads() before and restore it afterwards (try/finally), so the benchmark does not "

@@ -69,11 +69,11 @@ _HINT_MISTAKES: Dimensions = {
     "positions": [
         ("real", ""),
         ("all", "padding positions are included in the average: tokens with attention_mask == 0 are not text, and "
-                "their hidden states are whatever the model computes for [PAD]. Average over the real tokens only, "
-                "e.g. `sq[attention_mask.bool()].mean()`."),
+                "their hidden states are whatever the model computes for [PAD]. Average over the real tokens only: "
+                "select the positions where attention_mask is 1 (a boolean mask) before taking the mean."),
         ("zeroed", "you zeroed the padding positions but still divided by all B·S·H entries, so the loss shrinks "
-                   "with the amount of padding in the batch. Divide by (number of real tokens) × H — e.g. "
-                   "`sq[attention_mask.bool()].mean()`."),
+                   "with the amount of padding in the batch. Divide by (number of real tokens) × H, or select the real "
+                   "positions with a boolean mask before taking the mean."),
     ],
     "reduction": [
         ("mean", ""),
@@ -219,7 +219,8 @@ def check_hint_loss(hint_loss: Callable[..., Any], make_hint_projection: Callabl
         fail(f"`{name}` returns {fmt(outputs[bad])}, expected {fmt(expected)} (mean of (projection(h_s) − h_t)² over "
              f"the real tokens and the features; student {tuple(case['student_hidden'].shape)}, teacher "
              f"{tuple(case['teacher_hidden'].shape)}, {int(case['attention_mask'].sum())} real tokens). Compute it step "
-             "by step: p = projection(student_hidden); sq = (p − teacher_hidden)²; sq[attention_mask.bool()].mean().")
+             "by step: project the student's states, square their difference to the teacher's, keep the real "
+             "positions (attention_mask == 1) and average over them and the features.")
     _check_hint_gradients(hint_loss, name, cases[0])
     return passed(
         f"`{name}` is correct: the mean squared error between the projected student features and the teacher's, over "

@@ -17,6 +17,9 @@ References: :func:`course_utils.llm.data.sft_example`, :func:`course_utils.kd.ll
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +30,7 @@ from ..evaluation.text_metrics import lcs_length, rouge_l, words
 from ..kd import llm_losses
 from ._core import (
     Case,
+    CheckFailed,
     Dimensions,
     as_tensor_output,
     call_learner,
@@ -40,6 +44,7 @@ from ._core import (
     require_callable,
     run_cases,
 )
+from .basics import confident_probes, log_of_softmax_message
 
 __all__ = ["check_sft_example", "check_causal_kd_loss", "check_rouge_l"]
 
@@ -124,6 +129,12 @@ _CAUSAL_MISTAKES: Dimensions = {
         ("backwards", "the shift goes the wrong way: logits[:, 1:] were compared with labels[:, :-1]. Position t "
                       "predicts the *next* token: logits[:, :-1] against labels[:, 1:]."),
     ],
+    "teacher_align": [
+        ("same", ""),
+        ("ahead", "the teacher's logits are shifted the other way from the student's (teacher_logits[:, 1:] against "
+                  "student_logits[:, :-1]): at each position both models must predict the same next token, so "
+                  "shift both logits the same way, dropping their last position."),
+    ],
     "kd_positions": [
         ("masked", ""),
         ("all", "the KL term covers every position, prompt and padding included. Average it over the same "
@@ -181,7 +192,7 @@ def _causal_reference(case: Case) -> torch.Tensor:
 def _causal_variant(case: Case, choice: Mapping[str, Any]) -> torch.Tensor:
     z, v, y, t, a = (case[k] for k in ("student_logits", "teacher_logits", "labels", "temperature", "alpha_kd"))
     if choice["align"] == "shift":
-        z, v, y = z[:, :-1], v[:, :-1], y[:, 1:]
+        z, v, y = z[:, :-1], (v[:, :-1] if choice["teacher_align"] == "same" else v[:, 1:]), y[:, 1:]
     elif choice["align"] == "backwards":
         z, v, y = z[:, 1:], v[:, 1:], y[:, :-1]
     valid = y != IGNORE
@@ -213,12 +224,15 @@ def check_causal_kd_loss(fn: Callable[..., Any]) -> bool:
     averaged over the positions whose (shifted) label is not −100, CE at T = 1 and KL summed over the vocabulary.
     Reference: :func:`course_utils.kd.llm_losses.causal_lm_distillation_loss`.
 
-    Diagnoses (alone or two at a time): no shift or a backwards shift; KL over all positions (prompt and padding);
+    Diagnoses (alone or two at a time): no shift or a backwards shift; the teacher's logits not shifted (or shifted
+    the other way); ``log(softmax(...))`` in either term (inf/NaN for a very confident student or teacher); KL over
+    all positions (prompt and padding);
     KL divided by the batch size or averaged over the vocabulary; missing T² or T instead of T²; reverse KL;
     alpha_kd on the wrong term; CE at temperature T; not differentiable; the inputs modified in place.
     """
     name = require_callable(fn, "causal_kd_loss")
     cases = [_causal_case(1, 2.0, 0.5), _causal_case(2, 1.0, 0.7), _causal_case(3, 3.0, 0.2)]
+    _diagnose_unshifted_teacher(fn, name, cases[0])
     outputs, bad = run_cases(fn, cases, _causal_reference, convert=_loss_output)
     if bad is not None:
         diagnoses = find_mistakes(cases, outputs, bad, _causal_variant, _CAUSAL_MISTAKES)
@@ -244,8 +258,51 @@ def check_causal_kd_loss(fn: Callable[..., Any]) -> bool:
     if z.grad is None or not close(z.grad, _reference_grad(cases[0]), atol=1e-8):
         fail(f"`{name}` has the right value but the wrong gradient w.r.t. student_logits: is the student's side "
              "detached somewhere?")
+    _check_confident_causal(fn, name)
     return passed(f"`{name}` is correct: next-token shift, prompt and padding excluded from both terms, "
-                  "(1 − alpha_kd)·CE + alpha_kd·T²·KL(p ‖ q), differentiable in the student's logits.")
+                  "(1 − alpha_kd)·CE + alpha_kd·T²·KL(p ‖ q), differentiable in the student's logits, and finite for "
+                  "a very confident student or teacher.")
+
+
+def _diagnose_unshifted_teacher(fn: Callable[..., Any], name: str, case: Case) -> None:
+    """If ``fn`` crashes on ``case`` but gives the right loss when the teacher's logits come already shifted, it
+    shifts the student's logits and the labels but not the teacher's (a shape mismatch in the mask or the KL)."""
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    try:
+        with quiet, torch.no_grad():
+            fn(*case.values())
+        return
+    except Exception:  # noqa: BLE001 - the learner's code; run_cases reports it if this is not the reason
+        pass
+    try:
+        with quiet, torch.no_grad():
+            out = _loss_output(fn(*dict(case, teacher_logits=case["teacher_logits"][:, :-1]).values()), name)
+    except Exception:  # noqa: BLE001
+        return
+    if close(out, _causal_reference(case)):
+        fail(f"`{name}` shifts the student's logits and the labels but not the teacher's logits: with (B, S, V) "
+             "teacher logits it fails on a shape mismatch, and with the teacher's logits already cut to (B, S − 1, V) "
+             "it gives the right loss. The teacher's logits at position t predict token t + 1 too: drop their last "
+             "position exactly as you do for the student's.")
+
+
+def _check_confident_causal(fn: Callable[..., Any], name: str) -> None:
+    """Two counted positions whose logits have gaps of ~300 (float32): log(softmax(...)) is -inf/NaN there."""
+    for who, where, probe in confident_probes(with_labels=True):
+        def sequence(logits: torch.Tensor) -> torch.Tensor:  # (2, V) → (1, 3, V): positions 0, 1 count, 2 is last
+            return torch.cat([logits, torch.zeros(1, logits.shape[-1])])[None]
+
+        labels = torch.cat([torch.tensor([IGNORE]), probe["labels"]])[None]  # unshifted: labels[t + 1] for row t
+        case = {"student_logits": sequence(probe["student_logits"]), "teacher_logits": sequence(probe["teacher_logits"]),
+                "labels": labels, "temperature": probe["temperature"], "alpha_kd": 0.5}
+        out = _loss_output(call_learner(fn, case), name)
+        if not bool(torch.isfinite(out).all()):
+            fail(log_of_softmax_message(name, out, who, where + ", alpha_kd = 0.5"))
+        expected = _causal_reference(case)
+        if not close(out, expected):
+            fail(f"`{name}` returns {fmt(out)} for a very confident {who} ({where}), expected {fmt(expected)}: "
+                 "compute both terms from log-probabilities taken in one step (log-sum-exp), never from "
+                 "probabilities.")
 
 
 def _reference_grad(case: Case) -> torch.Tensor:
@@ -278,7 +335,8 @@ def _substring(a, b) -> int:
 
 
 def _rouge_variant(c: str, r: str, tokens: str = "words", match: str = "lcs", score: str = "f1") -> float:
-    split = {"words": words, "split": lambda s: s.split(), "chars": lambda s: list(s.lower().replace(" ", ""))}[tokens]
+    split = {"words": words, "split": lambda s: s.split(), "chars": lambda s: list(s.lower().replace(" ", "")),
+             "cased": lambda s: re.findall(r"\w+", s)}[tokens]
     a, b = split(c), split(r)
     if not a or not b:
         return 0.0
@@ -304,6 +362,8 @@ _ROUGE_MISTAKES = [
     ({"tokens": "split"}, "you split on whitespace only, so case and punctuation count ('Honey.' ≠ 'honey'). Compare "
                           "lower-cased words: re.findall(r'\\w+', text.lower())."),
     ({"tokens": "chars"}, "you compared characters; ROUGE-L works on words: re.findall(r'\\w+', text.lower())."),
+    ({"tokens": "cased"}, "you did not lower-case the texts, so 'Bees' and 'bees' count as different words. Lower-case "
+                          "both texts before extracting the words."),
 ]
 
 
@@ -312,11 +372,24 @@ def check_rouge_l(fn: Callable[[str, str], float]) -> bool:
     """Check ``rouge_l(candidate, reference) -> float``: ROUGE-L F1 on lower-cased words (LCS-based).
 
     Diagnoses: longest common substring instead of subsequence; recall or precision only; the raw LCS length;
-    whitespace split (case and punctuation counted); characters instead of words; a crash on an empty text; not a
+    whitespace split (case and punctuation counted); words not lower-cased; characters instead of words; a division
+    by zero for an empty text or no common word; not a
     number. Reference: :func:`course_utils.evaluation.text_metrics.rouge_l`.
     """
     name = require_callable(fn, "rouge_l")
     reference = rouge_l
+    for c, r in _ROUGE_CASES:  # the edge cases first: an empty text, or no word in common
+        if lcs_length(words(c), words(r)) == 0:
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    fn(c, r)
+            except ZeroDivisionError as err:
+                what = "an empty text" if not words(c) or not words(r) else "two texts with no word in common"
+                fail(f"`{name}`({c!r}, {r!r}) raised ZeroDivisionError for {what}: the LCS is 0 there, so precision "
+                     "and recall are 0 and their F1 divides 0 by 0. Return 0.0 when either text is empty or the LCS "
+                     "is 0, before computing the F1.", cause=err)
+            except Exception:  # noqa: BLE001 - reported below by call_learner, with its context
+                pass
     got = []
     for c, r in _ROUGE_CASES:
         out = call_learner(fn, {"candidate": c, "reference": r})

@@ -37,6 +37,7 @@ from ._core import (
     run_cases,
     seeded_randn,
 )
+from .basics import CONFIDENT_LOGITS, MILD_LOGITS, TOP_LABELS, log_of_softmax_message
 
 __all__ = ["check_ensemble_soft_targets", "check_mutual_learning_losses"]
 
@@ -130,7 +131,8 @@ def check_ensemble_soft_targets(fn: Callable[..., torch.Tensor]) -> bool:
     Diagnoses (alone or two at a time): methods swapped, sum instead of mean over teachers, averaged logits
     returned (no softmax), softmax applied twice, temperature ignored / multiplied / applied after averaging the
     probabilities, mean over the examples instead of the teachers, softmax over the wrong axis, input modified in
-    place, wrong shape, rows not summing to 1.
+    place, wrong shape, rows not summing to 1; an unknown method not rejected (any exception but NotImplementedError
+    counts as rejecting it; a ValueError naming it is best).
 
     Returns:
         ``True`` (after printing "✔ …").
@@ -157,10 +159,28 @@ def check_ensemble_soft_targets(fn: Callable[..., torch.Tensor]) -> bool:
             fail(f"`{name}`: {where} your rows sum to {fmt(sums, 3)}; soft targets are distributions over the "
                  "classes, so every row must sum to 1.")
         fail(f"`{name}` gives wrong targets {where}: expected {fmt(_ensemble_reference(case))}, got {fmt(out)}.")
+    _check_unknown_method(fn, name)
     return passed(
         f"`{name}` is correct: 'mean_probs' = mean_k softmax(v_k / T) and 'mean_logits' = softmax(mean_k v_k / T) "
-        "for 1 to 3 teachers and T ∈ {1, 2, 2.5, 4}."
+        "for 1 to 3 teachers and T ∈ {1, 2, 2.5, 4}, and an unknown method is rejected."
     )
+
+
+def _check_unknown_method(fn: Callable[..., torch.Tensor], name: str) -> None:
+    """A misspelt method must raise, not silently fall back to one of the two."""
+    case = {"teacher_logits": seeded_randn(2, 3, 4, seed=7, scale=3.0), "temperature": 2.0, "method": "mean_prob"}
+    try:
+        with torch.no_grad():
+            out = fn(*case.values())
+    except NotImplementedError:
+        fail(f"`{name}` raises NotImplementedError for method='mean_prob' (a typo): raise a ValueError that names "
+             "the unknown method and the two valid ones instead — NotImplementedError says the exercise is unsolved.")
+    except Exception:  # noqa: BLE001 - rejected (a ValueError says it best, but any error stops the typo)
+        return
+    what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+    fail(f"`{name}` returns {what} for method='mean_prob' (a typo for 'mean_probs') instead of rejecting it: an "
+         "unknown method must raise a ValueError that names it and the valid ones, otherwise a typo silently "
+         "trains the student on the other method's targets.")
 
 
 # ================================================================================== deep mutual learning step
@@ -269,7 +289,8 @@ def check_mutual_learning_losses(fn: Callable[..., Any]) -> bool:
     Diagnoses (alone or two at a time): own predictions as target, loss_b a copy of loss_a, alpha_kd on the CE term
     or CE unweighted, reversed KL, missing T², CE at temperature T, KL averaged over classes; then, on correct
     values: a peer that is not detached (gradients leak into the other student), a loss that is not differentiable
-    w.r.t. its own student; wrong return types.
+    w.r.t. its own student; ``log(softmax(...))`` on either side (inf/NaN for a very confident student); wrong return
+    types.
 
     Returns:
         ``True`` (after printing "✔ …").
@@ -290,10 +311,29 @@ def check_mutual_learning_losses(fn: Callable[..., Any]) -> bool:
              "logits, labels) + alpha_kd·T²·KL(peer ‖ self) at temperature T, batchmean.")
     with torch.enable_grad():  # the check cell might run inside torch.no_grad()
         _check_dml_gradients(fn, name, cases[1])
+    _check_confident_students(fn, name)
     return passed(
         f"`{name}` is correct: each student gets (1 − alpha_kd)·CE + alpha_kd·T²·KL(peer ‖ self) with the peer "
-        "detached, so one backward pass updates each student only from its own loss."
+        "detached, so one backward pass updates each student only from its own loss, and both losses stay finite "
+        "for a very confident student."
     )
+
+
+def _check_confident_students(fn: Callable[..., Any], name: str) -> None:
+    """Student a very confident (logit gaps ~300, T = 2), student b mild: log(softmax(...)) is -inf/NaN in loss_a
+    (a's own side) or in loss_b (a as the peer)."""
+    case: Case = {"logits_a": CONFIDENT_LOGITS.clone(), "logits_b": MILD_LOGITS.clone(), "labels": TOP_LABELS.clone(),
+                  "temperature": 2.0, "alpha_kd": 0.5}
+    out = _pair_output(call_learner(fn, case), name)
+    for i, side in ((0, "loss_a, where it is the student's own side"), (1, "loss_b, where it is the peer's side")):
+        if not bool(torch.isfinite(out[i])):
+            fail(log_of_softmax_message(name, f"{fmt(out[i])} as {('loss_a', 'loss_b')[i]}", "student a",
+                                        f"logits ±150, T = 2, alpha_kd = 0.5: in {side}"))
+    expected = _dml_reference(case)
+    if not close(out, expected):
+        fail(f"`{name}` returns (loss_a, loss_b) = {fmt(out)} for a very confident student a (logits ±150, T = 2), "
+             f"expected {fmt(expected)}: compute every log-probability in one step (log-sum-exp), never as the log "
+             "of probabilities.")
 
 
 def _check_dml_gradients(fn: Callable[..., Any], name: str, case: Case) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['KL_DIRECTIONS', 'validate_temperature', 'validate_alpha_kd', 'validate_weight', 'validate_logits', 'temperature_softmax', 'temperature_log_softmax', 'kl_divergence', 'soft_target_loss', 'DistillationLoss', 'distillation_loss']
+__all__ = ['KL_DIRECTIONS', 'validate_temperature', 'validate_alpha_kd', 'validate_weight', 'validate_logits', 'temperature_softmax', 'temperature_log_softmax', 'entropy', 'kl_divergence', 'soft_target_gradient', 'soft_target_loss', 'DistillationLoss', 'distillation_loss']
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -198,6 +198,35 @@ def temperature_log_softmax(logits: torch.Tensor, temperature: float = 1.0, dim:
     return torch.log_softmax(logits / temperature, dim=dim)
 
 
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of each distribution along the last axis, ``H(p) = −Σ_c p_c log p_c`` (0 · log 0 = 0).
+
+    Args:
+        probs: ``(..., C)`` probabilities: non-negative, each row summing to 1 (e.g. ``temperature_softmax(v, T)``).
+
+    Returns:
+        ``(...)``: one entropy per distribution, from 0 (one-hot) to log C (uniform).
+
+    Raises:
+        TypeError: ``probs`` is not a floating-point tensor.
+        ValueError: it has no class axis, a negative entry, or a row that does not sum to 1 (logits passed by
+            mistake: apply ``temperature_softmax`` first).
+    """
+    if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
+        raise TypeError(f"probs must be a floating-point torch.Tensor of probabilities, got {type(probs).__name__}"
+                        + (f" of dtype {probs.dtype}" if isinstance(probs, torch.Tensor) else ""))
+    if probs.dim() == 0 or probs.shape[-1] == 0:
+        raise ValueError(f"probs needs a class axis (last) with at least one class, got shape {tuple(probs.shape)}")
+    if (probs < 0).any():
+        raise ValueError("probs has negative entries: these are not probabilities. Pass softmax outputs, e.g. "
+                         "temperature_softmax(logits, T)")
+    worst = (probs.sum(-1) - 1).abs().max().item()
+    if worst > 1e-3:
+        raise ValueError(f"a row of probs sums to 1 ± {worst:.3g}, not 1: pass probabilities (softmax outputs), not "
+                         "logits or unnormalised scores")
+    return -torch.special.xlogy(probs, probs).sum(-1)
+
+
 # ------------------------------------------------------------------------------------------------- KL & KD
 def kl_divergence(
     student_logits: torch.Tensor,
@@ -237,6 +266,28 @@ def kl_divergence(
     if mask is None:
         return per_position.mean() if per_position.dim() else per_position
     return per_position[mask].mean()
+
+
+def soft_target_gradient(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """The gradient of ``KL(p ‖ q)`` with respect to the student's logits, one row per distribution: ``(q − p) / T``.
+
+    Not scaled by T² and not averaged over the batch: ``soft_target_loss`` (``T² · batchmean``) has gradient
+    ``T · (q − p) / B``. Notebook 02 derives it and checks it against autograd and finite differences.
+
+    Args:
+        student_logits: z, ``(..., C)``.
+        teacher_logits: v, ``(..., C)``, same shape.
+        temperature: T > 0.
+
+    Returns:
+        ``(..., C)``, each row summing to 0.
+    """
+    _validate_pair(student_logits, teacher_logits)
+    temperature = validate_temperature(temperature)
+    q = torch.softmax(student_logits.detach() / temperature, dim=-1)
+    p = torch.softmax(teacher_logits.detach() / temperature, dim=-1)
+    return (q - p) / temperature
 
 
 def soft_target_loss(

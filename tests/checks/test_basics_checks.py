@@ -426,3 +426,50 @@ def test_soft_target_loss_log_of_softmax_is_diagnosed(capsys, assert_fails):
 
     message = assert_fails(checks.check_soft_target_loss, log_of_softmax, "underflow", "log(softmax", capsys=capsys)
     assert "log_softmax" not in message  # the hint names the idea, not the function to call
+
+
+# ------------------------------------------------------------------ mistakes the exercise text warns against
+def test_stable_softmax_temperature_after_normalising_is_diagnosed(assert_fails):
+    """Hint 3: the temperature divides the logits before anything else."""
+    def after(logits, temperature=1.0):
+        e = (logits - logits.max(dim=-1, keepdim=True).values).exp()
+        return e / e.sum(dim=-1, keepdim=True) / temperature
+
+    assert_fails(checks.check_stable_softmax, after, "after normalising", "before anything else")
+
+
+def test_soft_target_loss_log_of_teacher_softmax_is_diagnosed(assert_fails):
+    """log(softmax(v / T)) as a log_target: NaN where the teacher's softmax underflows."""
+    def teacher_log_of_softmax(z, v, T):
+        return F.kl_div(F.log_softmax(z / T, -1), torch.log(F.softmax(v / T, -1)), reduction="batchmean",
+                        log_target=True) * T**2
+
+    message = assert_fails(checks.check_soft_target_loss, teacher_log_of_softmax, "very confident teacher",
+                           "teacher's side", "log(softmax")
+    assert "log_softmax" not in message
+
+
+@pytest.mark.parametrize("fn, keywords", [
+    (lambda z, v, y, t, a: (1 - a) * F.cross_entropy(z, y) + a * t**2 * F.kl_div(
+        torch.log(F.softmax(z / t, -1)), F.softmax(v / t, -1), reduction="batchmean"),
+     ["very confident student", "KD term", "log(softmax"]),
+    (lambda z, v, y, t, a: (1 - a) * F.nll_loss(torch.log(F.softmax(z, -1)), y) + a * t**2 * F.kl_div(
+        F.log_softmax(z / t, -1), F.softmax(v / t, -1), reduction="batchmean"),
+     ["very confident student", "hard-label cross-entropy", "log(softmax"]),
+    (lambda z, v, y, t, a: (1 - a) * F.cross_entropy(z, y) + a * t**2 * F.kl_div(
+        F.log_softmax(z / t, -1), torch.log(F.softmax(v / t, -1)), reduction="batchmean", log_target=True),
+     ["very confident teacher", "log(softmax"]),
+])
+def test_distillation_loss_log_of_softmax_is_diagnosed(fn, keywords, assert_fails):
+    message = assert_fails(checks.check_distillation_loss, fn, *keywords)
+    assert "log_softmax" not in message
+
+
+def test_distillation_loss_t2_on_the_ce_term_is_diagnosed(assert_fails):
+    """Hint 3: the T² belongs to the KD term only."""
+    def t2_everywhere(z, v, y, t, a):
+        kd = F.kl_div(F.log_softmax(z / t, -1), F.softmax(v / t, -1), reduction="batchmean")
+        return t**2 * ((1 - a) * F.cross_entropy(z, y) + a * kd)
+
+    assert_fails(checks.check_distillation_loss, t2_everywhere, "T² factor multiplies the cross-entropy",
+                 "KD term only")

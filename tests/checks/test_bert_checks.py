@@ -84,18 +84,36 @@ def test_kd_compute_loss_correct(capsys):
 
 
 def test_kd_compute_loss_alternatives_pass():
-    # a plain function, **inputs without labels, pop, course_utils' loss, .detach() instead of no_grad
+    # a plain function, **inputs without labels, pop, course_utils' loss
 
     def f(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         out = model(**inputs)
-        v = self.teacher(**inputs).logits.detach()
+        with torch.no_grad():
+            v = self.teacher(**inputs).logits
         loss = losses.distillation_loss(out.logits, v, labels, self.temperature, self.alpha_kd).loss
         return (loss, out) if return_outputs else loss
 
     assert checks.check_kd_compute_loss(f)
 
-    class Positional(Trainer):  # labels fed to the student: its own CE used as the CE term (same value)
+    class Positional(Trainer):  # the models called positionally, torch.inference_mode for the teacher
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            args = (inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+            out = model(*args)
+            with torch.inference_mode():
+                v = self.teacher(*args).logits.clone()
+            t, a = self.temperature, self.alpha_kd
+            loss = (1 - a) * F.cross_entropy(out.logits, inputs["labels"]) + a * t**2 * F.kl_div(
+                F.log_softmax(out.logits / t, -1), F.log_softmax(v / t, -1), log_target=True, reduction="batchmean")
+            return (loss, out) if return_outputs else loss
+
+    assert checks.check_kd_compute_loss(Positional)
+
+
+def test_kd_compute_loss_labels_in_a_forward_are_diagnosed_even_when_the_loss_is_right(assert_fails):
+    """The exercise says: call the student *without* labels (it would compute its own CE); the same for the teacher."""
+
+    class OwnCE(Trainer):  # labels fed to the student, its own CE used as the CE term: the right value
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             out = model(**inputs)
             with torch.no_grad():
@@ -106,7 +124,48 @@ def test_kd_compute_loss_alternatives_pass():
                                                              reduction="batchmean")
             return (loss, out) if return_outputs else loss
 
-    assert checks.check_kd_compute_loss(Positional)
+    assert_fails(checks.check_kd_compute_loss, OwnCE, "right loss", "passes `labels` to the student", "except 'labels'")
+
+    def teacher_gets_labels(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = model(**{k: inputs[k] for k in KEYS})
+        with torch.no_grad():
+            v = self.teacher(**inputs).logits
+        loss = losses.distillation_loss(out.logits, v, inputs["labels"], self.temperature, self.alpha_kd).loss
+        return (loss, out) if return_outputs else loss
+
+    assert_fails(checks.check_kd_compute_loss, teacher_gets_labels, "passes `labels` to the teacher")
+
+
+def test_kd_compute_loss_teacher_detached_instead_of_no_grad_is_diagnosed(assert_fails):
+    """No gradient reaches the teacher, but its forward ran with autograd on: the graph was built and kept."""
+
+    def detached(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        out = model(**inputs)
+        v = self.teacher(**inputs).logits.detach()
+        loss = losses.distillation_loss(out.logits, v, labels, self.temperature, self.alpha_kd).loss
+        return (loss, out) if return_outputs else loss
+
+    message = assert_fails(checks.check_kd_compute_loss, detached, "autograd on", "torch.no_grad()", "detaching")
+    assert ".detach()" not in message or "teacher" in message
+
+
+@pytest.mark.parametrize("loss_fn, keywords", [
+    # log(softmax(·)) for the student in the KD term: -inf where its softmax underflows
+    (lambda z, v, y, t, a: (1 - a) * F.cross_entropy(z, y) + a * t**2 * _kl(torch.log(F.softmax(z / t, -1)),
+                                                                             F.softmax(v / t, -1)),
+     ["very confident student", "KD term", "log(softmax"]),
+    # the hard-label term as nll_loss(log(softmax(z)))
+    (lambda z, v, y, t, a: (1 - a) * F.nll_loss(torch.log(F.softmax(z, -1)), y) + a * t**2 * _kl(
+        F.log_softmax(z / t, -1), F.softmax(v / t, -1)), ["very confident student", "cross-entropy", "log(softmax"]),
+    # the teacher's log-probabilities as log(softmax(·)) with log_target=True: 0 · (-inf) = NaN
+    (lambda z, v, y, t, a: (1 - a) * F.cross_entropy(z, y) + a * t**2 * F.kl_div(
+        F.log_softmax(z / t, -1), torch.log(F.softmax(v / t, -1)), log_target=True, reduction="batchmean"),
+     ["very confident teacher", "teacher's side", "log(softmax"]),
+])
+def test_kd_compute_loss_log_of_softmax_is_diagnosed(loss_fn, keywords, assert_fails):
+    message = assert_fails(checks.check_kd_compute_loss, compute_loss_with(loss_fn), *keywords)
+    assert "log_softmax" not in message
 
 
 def test_kd_compute_loss_not_implemented(capsys, assert_fails):

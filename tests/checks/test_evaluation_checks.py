@@ -50,7 +50,7 @@ def ece_library(probs, labels, n_bins=15):
     return calibration.expected_calibration_error(probs, labels, n_bins)
 
 
-@pytest.mark.parametrize("fn", [ece_torch, ece_numpy_left_closed, ece_library])
+@pytest.mark.parametrize("fn", [ece_torch, ece_library])
 def test_ece_correct_implementations_pass(fn, capsys):
     assert checks.check_expected_calibration_error(fn) is True
     assert "✔" in capsys.readouterr().out
@@ -153,14 +153,16 @@ def test_latency_other_correct_style_passes():
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
         model.eval()
-        with torch.no_grad():
-            [model(**inputs) for _ in range(warmup)]
-            t = []
-            for _ in range(repeats):
-                s = time.perf_counter_ns()
-                model(**inputs)
-                t.append((time.perf_counter_ns() - s) / 1e6)
-        torch.set_num_threads(old)
+        try:
+            with torch.no_grad():
+                [model(**inputs) for _ in range(warmup)]
+                t = []
+                for _ in range(repeats):
+                    s = time.perf_counter_ns()
+                    model(**inputs)
+                    t.append((time.perf_counter_ns() - s) / 1e6)
+        finally:
+            torch.set_num_threads(old)
         t = torch.tensor(t)
         return {"median_ms": float(np.median(t.numpy())), "p90_ms": float(np.percentile(t.numpy(), 90, method="higher")),
                 "times_ms": t}
@@ -269,3 +271,41 @@ def test_latency_checker_restores_threads():
     with pytest.raises(CheckFailed):
         checks.check_latency_benchmark(make_latency(restore=False))
     assert torch.get_num_threads() == threads
+
+
+# ------------------------------------------------------------------ mistakes the exercise text warns against
+def test_ece_left_closed_bins_are_diagnosed(assert_fails):
+    """The text: bins are right-closed, 1/n_bins belongs to the first bin (ceil(confidence · n_bins) − 1)."""
+    message = assert_fails(checks.check_expected_calibration_error, ece_numpy_left_closed, "left-closed",
+                           "right-closed", "1/n_bins")
+    assert "clamp(0, n_bins - 1)" not in message
+
+
+def test_ece_tensor_instead_of_float_is_diagnosed(assert_fails):
+    """The text: "Return a Python float"."""
+    def as_tensor(probs, labels, n_bins=15):
+        return torch.tensor(ece_torch(probs, labels, n_bins))
+
+    assert_fails(checks.check_expected_calibration_error, as_tensor, "tensor", "Python float")
+
+
+def test_latency_threads_not_restored_when_the_model_raises_is_diagnosed(assert_fails):
+    """Hint 2: restore the thread count afterwards, even if the model raises (try/finally)."""
+    def no_finally(model, inputs, warmup=3, repeats=20, threads=1):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        model.eval()
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(**inputs)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(**inputs)
+                times.append((time.perf_counter() - start) * 1000)
+        torch.set_num_threads(previous)
+        return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)), "times_ms": times}
+
+    before = torch.get_num_threads()
+    assert_fails(checks.check_latency_benchmark, no_finally, "when the model raises", "finally")
+    assert torch.get_num_threads() == before  # the checker itself restores the caller's setting

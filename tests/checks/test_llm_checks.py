@@ -179,3 +179,56 @@ def test_rouge_l_crash_on_empty_text_is_reported():
         return 2 * p * rec / (p + rec)
 
     expect_fail(checks.check_rouge_l, fragile, "ZeroDivisionError")
+
+
+# ------------------------------------------------------------------ mistakes the exercise text warns against
+def _causal(log_of_softmax=None, teacher="same"):
+    """The notebook's causal KD loss; ``log_of_softmax`` in "ce", "student" or "teacher" takes log(softmax(·)) there;
+    ``teacher`` = "unshifted" (full-length teacher logits) or "ahead" (teacher_logits[:, 1:])."""
+    def causal_kd_loss(student_logits, teacher_logits, labels, temperature, alpha_kd):
+        z, y = student_logits[:, :-1], labels[:, 1:]
+        v = {"same": teacher_logits[:, :-1], "ahead": teacher_logits[:, 1:], "unshifted": teacher_logits}[teacher]
+        valid = y != -100
+        t = temperature
+        if log_of_softmax == "ce":
+            ce = F.nll_loss(torch.log(torch.softmax(z[valid], -1)), y[valid])
+        else:
+            ce = F.cross_entropy(z[valid], y[valid])
+        log_q = (torch.log(torch.softmax(z[valid] / t, -1)) if log_of_softmax == "student"
+                 else F.log_softmax(z[valid] / t, -1))
+        log_p = (torch.log(torch.softmax(v[valid] / t, -1)) if log_of_softmax == "teacher"
+                 else F.log_softmax(v[valid] / t, -1))
+        kd = F.kl_div(log_q, log_p, log_target=True, reduction="batchmean") * t**2
+        return (1 - alpha_kd) * ce + alpha_kd * kd
+    return causal_kd_loss
+
+
+@pytest.mark.parametrize("where, needles", [
+    ("student", ["very confident student", "KD term", "log(softmax"]),
+    ("ce", ["very confident student", "cross-entropy", "log(softmax"]),
+    ("teacher", ["very confident teacher", "teacher's side", "log(softmax"]),
+])
+def test_causal_kd_loss_log_of_softmax_is_diagnosed(where, needles):
+    message = expect_fail(checks.check_causal_kd_loss, _causal(log_of_softmax=where), *needles)
+    assert "log_softmax" not in message
+
+
+def test_causal_kd_loss_teacher_not_shifted_is_diagnosed():
+    """The text: compare student_logits[:, :-1] (and teacher_logits[:, :-1]) with labels[:, 1:]."""
+    expect_fail(checks.check_causal_kd_loss, _causal(teacher="unshifted"), "not the teacher's logits", "last position")
+    expect_fail(checks.check_causal_kd_loss, _causal(teacher="ahead"), "teacher's logits are shifted the other way")
+
+
+def test_rouge_l_not_lower_cased_is_diagnosed():
+    expect_fail(checks.check_rouge_l, _rouge(split=lambda s: re.findall(r"\w+", s)), "lower-case")
+
+
+def test_rouge_l_division_by_zero_without_common_words_is_diagnosed():
+    """The text: 0 if either text is empty or nothing is shared."""
+    def no_guard(candidate, reference):
+        a, b = re.findall(r"\w+", candidate.lower()), re.findall(r"\w+", reference.lower())
+        lcs = _lcs(a, b)
+        precision, recall = lcs / max(len(a), 1), lcs / max(len(b), 1)
+        return 2 * precision * recall / (precision + recall)
+
+    expect_fail(checks.check_rouge_l, no_guard, "ZeroDivisionError", "no word in common", "Return 0.0")

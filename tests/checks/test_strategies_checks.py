@@ -17,7 +17,9 @@ HINT = "average softmax(v / T) over dim 0 (hint 77)"
 def ensemble_ok(teacher_logits, temperature, method):
     if method == "mean_probs":
         return torch.softmax(teacher_logits / temperature, dim=-1).mean(dim=0)
-    return torch.softmax(teacher_logits.mean(dim=0) / temperature, dim=-1)
+    if method == "mean_logits":
+        return torch.softmax(teacher_logits.mean(dim=0) / temperature, dim=-1)
+    raise ValueError(f"unknown method {method!r}")
 
 
 def test_ensemble_correct_passes(capsys):
@@ -34,6 +36,7 @@ def test_ensemble_alternative_correct_forms_pass():
         log_p = F.log_softmax(teacher_logits / temperature, -1)
         if method == "mean_probs":
             return (torch.logsumexp(log_p, 0) - torch.log(torch.tensor(float(len(log_p))))).exp()
+        assert method == "mean_logits", f"unknown method {method!r}"  # any exception rejects it
         return F.softmax(log_p.mean(0), -1)  # geometric mean of the teachers' distributions, renormalised
 
     assert checks.check_ensemble_soft_targets(via_library)
@@ -217,3 +220,38 @@ def test_dml_return_type_and_gradient_problems(assert_fails):
         return loss_a + 1.0, loss_b
 
     assert_fails(checks.check_mutual_learning_losses, wrong_values, "expected")
+
+
+# ------------------------------------------------------------------ mistakes the exercise text warns against
+def test_ensemble_unknown_method_must_be_rejected(assert_fails):
+    """Hint 3: reject an unknown method."""
+    def falls_back(teacher_logits, temperature, method):
+        if method == "mean_probs":
+            return torch.softmax(teacher_logits / temperature, dim=-1).mean(dim=0)
+        return torch.softmax(teacher_logits.mean(dim=0) / temperature, dim=-1)  # anything else: mean_logits
+
+    assert_fails(checks.check_ensemble_soft_targets, falls_back, "mean_prob", "instead of rejecting", "ValueError")
+
+    def lookup(teacher_logits, temperature, method):  # a KeyError from a dict lookup rejects it too
+        return {"mean_probs": lambda: torch.softmax(teacher_logits / temperature, -1).mean(0),
+                "mean_logits": lambda: torch.softmax(teacher_logits.mean(0) / temperature, -1)}[method]()
+
+    assert checks.check_ensemble_soft_targets(lookup)
+
+
+@pytest.mark.parametrize("side, keywords", [
+    ("own", ["loss_a", "own side", "log(softmax"]),
+    ("peer", ["loss_b", "peer's side", "log(softmax"]),
+])
+def test_dml_log_of_softmax_is_diagnosed(side, keywords, assert_fails):
+    def dml(logits_a, logits_b, labels, temperature, alpha_kd):
+        def one(own, peer):
+            t = temperature
+            log_q = torch.log(F.softmax(own / t, -1)) if side == "own" else F.log_softmax(own / t, -1)
+            log_p = torch.log(F.softmax(peer.detach() / t, -1)) if side == "peer" else F.log_softmax(peer.detach() / t, -1)
+            kd = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * t**2
+            return (1 - alpha_kd) * F.cross_entropy(own, labels) + alpha_kd * kd
+        return one(logits_a, logits_b), one(logits_b, logits_a)
+
+    message = assert_fails(checks.check_mutual_learning_losses, dml, *keywords)
+    assert "log_softmax" not in message

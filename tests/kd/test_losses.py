@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils.kd.losses import DistillationLoss, distillation_loss, kl_divergence, soft_target_loss, temperature_log_softmax, temperature_softmax, validate_alpha_kd, validate_logits, validate_temperature
+from course_utils.kd.losses import DistillationLoss, distillation_loss, entropy, kl_divergence, soft_target_gradient, soft_target_loss, temperature_log_softmax, temperature_softmax, validate_alpha_kd, validate_logits, validate_temperature
 
 
 DOUBLE = torch.float64
@@ -605,3 +605,53 @@ def test_validate_weight():
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="hidden_weight must be a finite number ≥ 0"):
             validate_weight(bad, "hidden_weight")
+
+
+# ------------------------------------------------------------------------------------------------ entropy
+def test_entropy_bounds_and_torch_agreement():
+    C = 10
+    one_hot = F.one_hot(torch.tensor([3, 7]), C).float()
+    assert torch.equal(entropy(one_hot), torch.zeros(2))                       # 0 · log 0 = 0, exactly
+    uniform = torch.full((4, C), 1 / C)
+    assert torch.allclose(entropy(uniform), torch.full((4,), math.log(C)))
+    p = torch.softmax(torch.randn(3, 5, C, generator=torch.Generator().manual_seed(0)), -1)
+    h = entropy(p)
+    assert h.shape == (3, 5)
+    assert torch.allclose(h, torch.distributions.Categorical(probs=p).entropy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ([0.5, 0.5], TypeError, "floating-point torch.Tensor"),
+    (torch.tensor([1, 0]), TypeError, "dtype torch.int64"),
+    (torch.tensor(0.5), ValueError, "class axis"),
+    (torch.tensor([1.2, -0.2]), ValueError, "negative"),
+    (torch.tensor([2.0, 1.0, -0.5]), ValueError, "negative"),
+    (torch.tensor([3.0, 1.0]), ValueError, "not 1"),
+])
+def test_entropy_rejects_what_is_not_probabilities(bad, error, message):
+    with pytest.raises(error, match=message):
+        entropy(bad)
+
+
+# -------------------------------------------------------------------------------------- soft_target_gradient
+@pytest.mark.parametrize("T", [0.5, 1.0, 4.0])
+def test_soft_target_gradient_matches_autograd(T):
+    gen = torch.Generator().manual_seed(1)
+    z = (3 * torch.randn(6, 7, generator=gen)).double().requires_grad_(True)
+    v = (3 * torch.randn(6, 7, generator=gen)).double()
+    kl_rows = (torch.softmax(v / T, -1) * (torch.log_softmax(v / T, -1) - torch.log_softmax(z / T, -1))).sum()
+    (autograd,) = torch.autograd.grad(kl_rows, z)
+    g = soft_target_gradient(z, v, T)
+    assert torch.allclose(g, autograd, atol=1e-12)
+    assert torch.allclose(g.sum(-1), torch.zeros(6, dtype=torch.float64), atol=1e-12)   # rows sum to 0
+    # the library's loss (T² · batchmean) has gradient T · (q − p) / B
+    z.grad = None
+    soft_target_loss(z, v, T).backward()
+    assert torch.allclose(z.grad, T**2 * g / 6, atol=1e-12)
+
+
+def test_soft_target_gradient_validates_like_the_losses():
+    with pytest.raises(ValueError, match="shape mismatch"):
+        soft_target_gradient(torch.zeros(2, 3), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="temperature"):
+        soft_target_gradient(torch.zeros(2, 3), torch.zeros(2, 3), temperature=0.0)
