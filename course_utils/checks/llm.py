@@ -30,7 +30,6 @@ from ..evaluation.text_metrics import lcs_length, rouge_l, words
 from ..kd import llm_losses
 from ._core import (
     Case,
-    CheckFailed,
     Dimensions,
     as_tensor_output,
     call_learner,
