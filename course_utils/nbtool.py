@@ -5,6 +5,8 @@ Usage::
     python -m course_utils.nbtool build            # regenerate notebooks/ from solutions/
     python -m course_utils.nbtool build --check    # exit 1 if notebooks/ is stale (also: ``--check`` alone)
     python -m course_utils.nbtool clean FILE...    # strip volatile metadata from executed solution notebooks
+    python -m course_utils.nbtool variant NB SPLIT_SEED=1 "SEEDS=(3, 4, 5)"
+                                                   # run a notebook with other settings, report the failed cells
 
 What ``build`` does to each solution notebook:
 
@@ -16,6 +18,11 @@ What ``build`` does to each solution notebook:
 ``clean`` keeps outputs but drops what changes on every run without meaning anything: kernel and language
 versions, execution timestamps, widget state, and cell metadata other than tags. Re-running a notebook and
 cleaning it therefore gives a small diff.
+
+``variant`` is how a claim is checked beyond the split and seeds it was written on: it rewrites the notebook's
+settings lines (``NAME = value`` at the start of a line of a code cell, e.g. ``SPLIT_SEED`` and ``SEEDS``), executes
+every cell even after an error, writes the executed copy to ``build/variants/`` and lists the cells that raised —
+each a claim (an ``assert``) that did not hold with those settings.
 """
 from __future__ import annotations
 
@@ -192,6 +199,53 @@ def clean_files(paths: list[Path], check: bool = False) -> list[str]:
     return dirty
 
 
+def set_settings(nb: nbformat.NotebookNode, settings: dict[str, str]) -> nbformat.NotebookNode:
+    """A copy of ``nb`` with each ``NAME = value`` settings line (first one in a code cell) given a new value.
+
+    Raises:
+        ValueError: a name has no ``NAME = …`` line of its own in any code cell.
+    """
+    nb = copy.deepcopy(nb)
+    for name, value in settings.items():
+        line = re.compile(rf"^{re.escape(name)}\s*=\s*[^#\n]*?(?P<comment>\s*#.*)?$", re.MULTILINE)
+        for cell in nb.cells:
+            if cell.cell_type == "code" and line.search(cell.source):
+                cell.source = line.sub(lambda m: f"{name} = {value}{m.group('comment') or ''}", cell.source, count=1)
+                break
+        else:
+            raise ValueError(f"no line '{name} = …' in any code cell; the settings a variant can change are "
+                             "assignments of their own at the start of a line")
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 1800) -> list[str]:
+    """Run every cell of ``nb`` in place in a fresh kernel (continuing after errors) and describe the errors.
+
+    Returns:
+        ``"cell N: ErrorName: message"`` for each cell that raised, in order (empty: every cell ran cleanly).
+    """
+    from nbclient import NotebookClient
+
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+    errors = []
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                errors.append(f"cell {index}: {out['ename']}: {out['evalue'][:200]}")
+    return errors
+
+
+def run_variant(path: Path, settings: dict[str, str], out_dir: Path = REPO_ROOT / "build" / "variants") -> list[str]:
+    """Execute a notebook with other settings, save the executed copy in ``out_dir``; return its errors."""
+    nb = set_settings(read(path), settings)
+    errors = execute(nb, cwd=path.parent)
+    tag = "-".join(re.sub(r"[^0-9A-Za-z]+", "", f"{k}{v}") for k, v in settings.items())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(out_dir / f"{path.stem}-{tag}.ipynb"))
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "--check":  # `nbtool --check` == `nbtool build --check`
@@ -203,7 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("clean", help="strip volatile metadata from solution notebooks in place")
     c.add_argument("paths", nargs="*", type=Path, help="default: every solutions/*.ipynb")
     c.add_argument("--check", action="store_true", help="only report notebooks that are not clean; exit 1 if any")
+    v = sub.add_parser("variant", help="execute a notebook with other settings and list the cells that raised")
+    v.add_argument("path", type=Path)
+    v.add_argument("settings", nargs="+", help="NAME=value, e.g. SPLIT_SEED=1 'SEEDS=(3, 4, 5)'")
     args = parser.parse_args(argv)
+    if args.cmd == "variant":
+        settings = dict(item.split("=", 1) for item in args.settings)
+        errors = run_variant(args.path, {k.strip(): v.strip() for k, v in settings.items()})
+        print("\n".join(errors) if errors else "every cell ran without an error")
+        return 1 if errors else 0
     if args.cmd == "build":
         changed = build(check=args.check)
         if args.check:

@@ -327,3 +327,35 @@ def test_hints_come_in_steps(capsys):
         hints.hint("entropie")
     with pytest.raises(ValueError, match="hints 1 to 3"):
         hints.hint("entropy", 4)
+
+
+# ------------------------------------------------------------------------------------------------ variant
+def test_set_settings_rewrites_the_first_assignment_and_keeps_its_comment():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("SEEDS = (0, 1)"),
+                nbformat.v4.new_code_cell("SEEDS = (0, 1, 2)   # training seeds\nSPLIT_SEED = 0\nN_SEEDS = len(SEEDS)"),
+                nbformat.v4.new_code_cell("SEEDS = (9,)")]
+    out = nbtool.set_settings(nb, {"SEEDS": "(3, 4, 5)", "SPLIT_SEED": "1"})
+    assert out.cells[1].source == "SEEDS = (3, 4, 5)   # training seeds\nSPLIT_SEED = 1\nN_SEEDS = len(SEEDS)"
+    assert out.cells[0].source == "SEEDS = (0, 1)" and out.cells[2].source == "SEEDS = (9,)"
+    assert nb.cells[1].source.startswith("SEEDS = (0, 1, 2)")   # the original is untouched
+
+
+def test_set_settings_names_a_setting_it_cannot_find():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("FM_N, FM_SEEDS = 500, range(3)")]
+    with pytest.raises(ValueError, match="no line 'FM_SEEDS = …'"):
+        nbtool.set_settings(nb, {"FM_SEEDS": "range(3, 6)"})
+
+
+def test_run_variant_executes_every_cell_and_reports_the_failed_claims(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("SEEDS = (0, 1)"),
+                nbformat.v4.new_code_cell("assert len(SEEDS) == 2, 'two seeds'"),
+                nbformat.v4.new_code_cell("print('still running')")]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, str(path))
+    errors = nbtool.run_variant(path, {"SEEDS": "(0, 1, 2)"}, out_dir=tmp_path / "out")
+    assert errors == ["cell 1: AssertionError: two seeds"]
+    executed = nbformat.read(str(tmp_path / "out" / "nb-SEEDS012.ipynb"), as_version=4)
+    assert executed.cells[2].outputs[0]["text"] == "still running\n"
