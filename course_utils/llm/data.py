@@ -18,8 +18,10 @@ numbers that never occur in training, so evaluation measures generalisation, not
 """
 from __future__ import annotations
 
+import inspect
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
@@ -34,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .recipe import LLMRecipe
 
 
-__all__ = ['TOPICS', 'TASKS', 'ARITHMETIC', 'PROMPT_STYLES', 'instruction_set', 'dolly_prompts', 'instruction_prompts', 'format_prompt', 'generate', 'teacher_responses', 'FILTER_REASONS', 'repetition_ratio', 'is_refusal', 'filter_responses', 'sft_example', 'sft_dataset', 'CausalLMCollator']
+__all__ = ['TOPICS', 'TASKS', 'ARITHMETIC', 'PROMPT_STYLES', 'instruction_set', 'dolly_prompts', 'instruction_prompts', 'format_prompt', 'generate', 'teacher_responses', 'FILTER_REASONS', 'repetition_ratio', 'is_refusal', 'filter_responses', 'ExampleFn', 'sft_example', 'sft_dataset', 'CausalLMCollator']
 
 
 TOPICS = (
@@ -382,41 +384,114 @@ def sft_example(prompt_ids: Sequence[int], response_ids: Sequence[int], eos_id: 
     """
     prompt_ids, response_ids = list(prompt_ids), list(response_ids)
     target = response_ids + ([eos_id] if eos_id is not None else [])
-    ids = prompt_ids + target
-    labels = [ignore_index] * len(prompt_ids) + target
+    return _truncated(prompt_ids + target, [ignore_index] * len(prompt_ids) + target, len(prompt_ids), max_length)
+
+
+def _truncated(ids: list[int], labels: list[int], n_prompt: int, max_length: int | None) -> dict[str, list[int]]:
+    """An example cut to ``max_length`` tokens from the right (the prompt kept whole), with its attention mask."""
     if max_length is not None:
-        if len(prompt_ids) >= max_length:
-            raise ValueError(f"the prompt has {len(prompt_ids)} tokens, max_length is {max_length}: no room for the "
+        if n_prompt >= max_length:
+            raise ValueError(f"the prompt has {n_prompt} tokens, max_length is {max_length}: no room for the "
                              "response; raise max_length or shorten the prompt")
         ids, labels = ids[:max_length], labels[:max_length]
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
 
-def sft_dataset(records: Sequence[dict], tokenizer: Any, r: "LLMRecipe", teacher_tokenizer: Any = None) -> "Dataset":
+ExampleFn = Callable[[list, list, "int | None"], Mapping]
+"""Builds one training example: ``fn(prompt_ids, response_ids, eos_id) -> {"input_ids": [...], "labels": [...]}``
+(token-id lists, labels unshifted with −100 on the prompt), like :func:`sft_example` — e.g. a learner's
+``sft_example`` of notebook 05's exercise 2."""
+
+
+def _check_example_fn(example_fn: Any) -> str:
+    """Raise ``TypeError`` unless ``example_fn`` can be called as ``fn(prompt_ids, response_ids, eos_id)``; its name."""
+    if not callable(example_fn):
+        raise TypeError(f"example_fn must be a function (prompt_ids, response_ids, eos_id) -> {{'input_ids', 'labels'}}, "
+                        f"got a {type(example_fn).__name__}: pass the function itself, without calling it")
+    name = getattr(example_fn, "__name__", type(example_fn).__name__)
+    try:
+        signature = inspect.signature(example_fn)
+    except (TypeError, ValueError):  # no signature to inspect: a wrong call fails at the first record
+        return name
+    try:
+        signature.bind(*range(3))
+    except TypeError as err:
+        raise TypeError(f"example_fn {name}{signature} cannot be called as fn(prompt_ids, response_ids, eos_id) "
+                        f"({err}): give it these three positional parameters") from None
+    return name
+
+
+def _token_list(value: Any, key: str, name: str) -> list[int]:
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):  # a 1-D tensor or array
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+        raise TypeError(f"example_fn `{name}` returned {key} of type {type(value).__name__}"
+                        f"{'' if not isinstance(value, (list, tuple)) else ' with non-integer items'}; "
+                        "return a list of integer token ids (or a 1-D integer tensor)")
+    return list(value)
+
+
+def _custom_example(example_fn: ExampleFn, name: str, prompt_ids: list[int], response_ids: list[int],
+                    eos_id: int | None, max_length: int | None) -> dict[str, list[int]]:
+    out = example_fn(list(prompt_ids), list(response_ids), eos_id)
+    if not isinstance(out, Mapping) or "input_ids" not in out or "labels" not in out:
+        raise TypeError(f"example_fn `{name}` must return a dict with the keys 'input_ids' and 'labels', got "
+                        f"{type(out).__name__}{' with keys ' + str(sorted(out)) if isinstance(out, Mapping) else ''}")
+    ids, labels = _token_list(out["input_ids"], "input_ids", name), _token_list(out["labels"], "labels", name)
+    if len(ids) != len(labels):
+        raise ValueError(f"example_fn `{name}` returned {len(ids)} input_ids but {len(labels)} labels; labels must "
+                         "have one entry per input token (the model shifts them, not the example)")
+    return _truncated(ids, labels, len(prompt_ids), max_length)
+
+
+def sft_dataset(records: Sequence[dict], tokenizer: Any, r: "LLMRecipe", teacher_tokenizer: Any = None,
+                example_fn: ExampleFn | None = None) -> "Dataset":
     """Tokenised SFT examples from (prompt, teacher response) records, in the *student's* prompt format.
 
     With ``teacher_tokenizer`` (cross-tokenizer distillation, ULD) the same text is also tokenised in the
     teacher's format into ``teacher_input_ids`` / ``teacher_attention_mask`` / ``teacher_labels``, so a live teacher
     can score the response the student learns.
+
+    Args:
+        records: dicts with ``instruction``, ``response`` and optionally ``context``.
+        tokenizer: the student's tokenizer.
+        r: the recipe (prompt format, system prompt, ``max_length``).
+        teacher_tokenizer: also tokenise for a teacher with another tokenizer (ULD).
+        example_fn: builds each example from the token ids, :data:`ExampleFn`
+            ``fn(prompt_ids, response_ids, eos_id) -> {"input_ids", "labels"}``; None (default) is
+            :func:`sft_example`. Its result is then cut to ``r.max_length`` as :func:`sft_example` cuts, and given
+            an attention mask; any other key it returns is dropped. The same records give the same dataset (and
+            :func:`~course_utils.llm.trainer.dataset_fingerprint`) as the default exactly when it builds the same
+            token lists.
+
+    Raises:
+        TypeError: ``example_fn`` is not a function of three positional arguments, or returns something other
+            than a dict of two integer lists (or 1-D tensors).
+        ValueError: its ``input_ids`` and ``labels`` differ in length; a prompt longer than ``r.max_length``.
     """
     from datasets import Dataset
 
+    name = _check_example_fn(example_fn) if example_fn is not None else None
     rows = []
     for rec in records:
-        row = _tokenize_pair(tokenizer, rec, r.student_prompt, r.max_length, r.system_prompt)
+        row = _tokenize_pair(tokenizer, rec, r.student_prompt, r.max_length, r.system_prompt, example_fn, name)
         if teacher_tokenizer is not None:
-            t = _tokenize_pair(teacher_tokenizer, rec, r.teacher_prompt, r.max_length, r.system_prompt)
+            t = _tokenize_pair(teacher_tokenizer, rec, r.teacher_prompt, r.max_length, r.system_prompt, example_fn,
+                               name)
             row.update({f"teacher_{k}": v for k, v in t.items()})
         rows.append(row)
     return Dataset.from_list(rows)
 
 
-def _tokenize_pair(tokenizer: Any, rec: dict, style: str, max_length: int, system: str | None = None
-                   ) -> dict[str, list[int]]:
+def _tokenize_pair(tokenizer: Any, rec: dict, style: str, max_length: int, system: str | None = None,
+                   example_fn: ExampleFn | None = None, name: str | None = None) -> dict[str, list[int]]:
     prompt = format_prompt(tokenizer, rec["instruction"], rec.get("context", ""), style, system)
     prompt_ids = _encode(tokenizer, prompt, style)
     response = rec["response"] if style == "chat" else " " + rec["response"]  # "Output: <response>"
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if example_fn is not None:
+        return _custom_example(example_fn, name or "example_fn", prompt_ids, response_ids, tokenizer.eos_token_id,
+                               max_length)
     return sft_example(prompt_ids, response_ids, tokenizer.eos_token_id, max_length)
 
 

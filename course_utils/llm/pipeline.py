@@ -16,7 +16,8 @@ from .data import filter_responses, instruction_prompts, sft_dataset, teacher_re
 from .lm_eval import evaluate_lm
 from .models import add_lora, load_lm_teacher, load_lm_tokenizer, load_student_base
 from .recipe import LLMRecipe, eval_every, llm_recipe, training_steps
-from .trainer import LM_METHODS, CausalLMDistillationTrainer, HeldoutCurve, add_teacher_topk, dataset_fingerprint
+from .trainer import (LM_METHODS, CausalLMDistillationTrainer, HeldoutCurve, KDLossFn, add_teacher_topk,
+                      check_kd_loss_fn, dataset_fingerprint)
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -192,6 +193,7 @@ def distil(
     seed: int = 0,
     tag: str = "",
     verbose: bool = True,
+    kd_loss_fn: KDLossFn | None = None,
     **hparams: Any,
 ) -> "tuple[nn.Module, dict]":
     """Train (or load from the course cache) one LoRA student with ``method``; return ``(model, info)``.
@@ -204,15 +206,30 @@ def distil(
     ``info`` also has ``steps``, ``train_seconds`` (training time, evaluations excluded), ``seconds_per_step``,
     ``trainable_parameters`` and ``log`` (the Trainer's log history). The adapter and ``info`` are cached under
     ``llm-student-<method>[-tag]`` with the recipe, method, seed, settings and a hash of the data.
+
+    ``kd_loss_fn`` (``method="token_kd"`` only) trains with another implementation of the token-level loss, a
+    :data:`~course_utils.llm.trainer.KDLossFn` ``fn(student_logits (B, S, V), teacher_logits (B, S, V), labels (B, S),
+    temperature, alpha_kd)`` → scalar loss, instead of the library's chunked one (see
+    :class:`~course_utils.llm.trainer.CausalLMDistillationTrainer`). Such a run is **never cached** — neither
+    looked up nor saved, ``tag`` is unused: no fingerprint can tell what a function computes, so it trains every
+    time; everything else (seed, LoRA initialisation, data order, curve) is as in the cached run with the same
+    settings, which it can therefore be compared with. ``info["kd_loss_fn"]`` names the function.
+
+    Raises:
+        ValueError: an unknown ``method``, ``kd_loss_fn`` with another method than ``token_kd``, ``token_kd`` or
+            ``uld`` without a ``teacher``.
+        TypeError: a ``kd_loss_fn`` that is not a function of five positional arguments.
     """
 
     if method not in LM_METHODS:
         raise ValueError(f"method must be one of {LM_METHODS}, got {method!r}")
+    if kd_loss_fn is not None:
+        check_kd_loss_fn(kd_loss_fn, method)
     settings = {**r.hparams, **hparams}
     fp = r.fingerprint(what="student", method=method, seed=seed, settings=settings, eval_every=eval_every,
                        data=dataset_fingerprint(train_dataset),
                        heldout=dataset_fingerprint(heldout) if heldout is not None else None)
-    hit = load_lora_student(r, method, fp, tag)
+    hit = load_lora_student(r, method, fp, tag) if kd_loss_fn is None else None
     if hit is not None:
         if verbose:
             print(f"{method}: LoRA student loaded from the cache ({cache.model_dir(_adapter_name(method, tag), r.profile)})")
@@ -236,15 +253,17 @@ def distil(
     args = training_args(seed=seed, label_names=["labels"], **settings)
     trainer = CausalLMDistillationTrainer(
         student, args, teacher_model=live, method=method, temperature=r.temperature, alpha_kd=r.alpha_kd,
-        train_dataset=train_dataset, processing_class=tokenizer, callbacks=callbacks,
+        train_dataset=train_dataset, processing_class=tokenizer, callbacks=callbacks, kd_loss_fn=kd_loss_fn,
     )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
+    loss_name = None if kd_loss_fn is None else getattr(kd_loss_fn, "__name__", type(kd_loss_fn).__name__)
     if verbose:
         print(f"{method}: training {count_parameters(student, trainable_only=True):,} LoRA parameters "
               f"for {args.max_steps if args.max_steps > 0 else args.num_train_epochs} "
-              f"{'steps' if args.max_steps > 0 else 'epochs'} …", flush=True)
+              f"{'steps' if args.max_steps > 0 else 'epochs'}"
+              f"{'' if loss_name is None else f' with the loss {loss_name} (not cached)'} …", flush=True)
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
@@ -258,6 +277,12 @@ def distil(
             "trainable_parameters": count_parameters(student, trainable_only=True),
             "curve": curve.points if curve else [], "offset_seconds": offset_seconds,
             "log": [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in trainer.state.log_history]}
+    if loss_name is not None:
+        info["kd_loss_fn"] = loss_name
+        if verbose:
+            print(f"{method}: {steps} steps in {train_seconds:.0f} s ({info['seconds_per_step']:.2f} s/step) with "
+                  f"{loss_name}, not cached")
+        return student, info
     name = _adapter_name(method, tag)
     cache.save_entry(name, fp, info, r.profile, lambda d: student.save_pretrained(str(d)))
     if verbose:

@@ -20,13 +20,19 @@ method        teacher signal               loss (labels unshifted; position t pr
 Token-level methods need one vocabulary; a teacher whose logits have another width is refused before training
 with an error naming both sizes and the two alternatives (``sft``, ``uld``).
 
+``token_kd`` can train with *another* implementation of its loss: ``kd_loss_fn`` (notebook 05 plugs in the learner's
+``causal_kd_loss`` of exercise 1) replaces the chunked library loss; :func:`check_kd_loss_fn` validates it before
+training.
+
 Around it: :func:`teacher_topk` (cache the top-k once), :class:`HeldoutCurve` (held-out perplexity against *training* time, for equal-time
 comparisons) and :func:`distil` (train one student, cache its LoRA adapter and metrics in the course cache).
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -46,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 
-__all__ = ['LM_METHODS', 'TOPK_IDS', 'TOPK_LOGITS', 'TOPK_LSE', 'TEACHER_COLUMNS', 'check_vocabularies', 'CausalLMDistillationTrainer', 'add_teacher_topk', 'dataset_fingerprint', 'HeldoutCurve']
+__all__ = ['LM_METHODS', 'TOPK_IDS', 'TOPK_LOGITS', 'TOPK_LSE', 'TEACHER_COLUMNS', 'KDLossFn', 'check_vocabularies', 'check_kd_loss_fn', 'CausalLMDistillationTrainer', 'add_teacher_topk', 'dataset_fingerprint', 'HeldoutCurve']
 
 
 LM_METHODS = ("sft", "token_kd", "topk_kd", "uld")
@@ -54,6 +60,11 @@ TOPK_IDS = "teacher_topk_ids"
 TOPK_LOGITS = "teacher_topk_logits"
 TOPK_LSE = "teacher_logsumexp"
 TEACHER_COLUMNS = ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")
+
+KDLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, float], Any]
+"""A token-level KD loss ``fn(student_logits, teacher_logits, labels, temperature, alpha_kd)``: logits ``(B, S, V)``,
+labels ``(B, S)`` unshifted with −100 on ignored positions; returns the scalar loss to minimise, or an object whose
+``.loss`` is it (a :class:`~course_utils.kd.losses.DistillationLoss`). See :func:`check_kd_loss_fn`."""
 
 
 def check_vocabularies(student: "nn.Module", teacher: "nn.Module") -> None:
@@ -73,6 +84,63 @@ def check_vocabularies(student: "nn.Module", teacher: "nn.Module") -> None:
             "Boizard et al. 2024). (Same tokenizer but padded embedding matrices of different sizes? Then slice "
             "both logits to len(tokenizer) first.)"
         )
+
+
+def check_kd_loss_fn(kd_loss_fn: Any, method: str = "token_kd") -> None:
+    """Validate a custom token-level KD loss before any model is loaded or trained.
+
+    Args:
+        kd_loss_fn: a :data:`KDLossFn`, e.g. :func:`course_utils.kd.llm_losses.causal_lm_distillation_loss` or a
+            learner's ``causal_kd_loss``.
+        method: the training method it is meant for; only ``"token_kd"`` (a live teacher's full logits) has the
+            logits this signature takes.
+
+    Raises:
+        TypeError: ``kd_loss_fn`` is not callable (e.g. the *result* of calling it was passed), or it cannot be
+            called with the five positional arguments ``(student_logits, teacher_logits, labels, temperature,
+            alpha_kd)``.
+        ValueError: ``method`` is not ``"token_kd"``.
+    """
+    if not callable(kd_loss_fn):
+        raise TypeError(f"kd_loss_fn must be a function (student_logits, teacher_logits, labels, temperature, "
+                        f"alpha_kd) -> loss, got a {type(kd_loss_fn).__name__}: pass the function itself, "
+                        "without calling it (kd_loss_fn=causal_kd_loss, not causal_kd_loss(...))")
+    if method != "token_kd":
+        raise ValueError(f"kd_loss_fn replaces the loss of method='token_kd' (a live teacher's full logits); "
+                         f"method={method!r} has other teacher targets (sft: none, topk_kd: cached top-k, uld: another "
+                         "vocabulary). Use method='token_kd', or leave kd_loss_fn=None for the library's loss.")
+    try:
+        signature = inspect.signature(kd_loss_fn)
+    except (TypeError, ValueError):  # some builtins have no signature: accept them, a wrong call fails at step 1
+        return
+    try:
+        signature.bind(*range(5))
+    except TypeError as err:
+        raise TypeError(f"kd_loss_fn{signature} cannot be called as fn(student_logits, teacher_logits, labels, "
+                        f"temperature, alpha_kd) ({err}): give it exactly these five positional parameters") from None
+
+
+def _kd_loss_value(out: Any, name: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The scalar loss a custom ``kd_loss_fn`` returned (a tensor or an object with ``.loss``), plus its logged parts."""
+    parts: dict[str, torch.Tensor] = {}
+    if not isinstance(out, torch.Tensor) and isinstance(getattr(out, "loss", None), torch.Tensor):
+        parts = {k: getattr(out, k) for k in ("ce", "kd") if isinstance(getattr(out, k, None), torch.Tensor)}
+        out = out.loss
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"kd_loss_fn `{name}` returned a {type(out).__name__}; it must return the loss as a scalar "
+                        "torch.Tensor (no .item() or float(...): the student needs its gradient)")
+    if out.numel() != 1:
+        raise ValueError(f"kd_loss_fn `{name}` returned a tensor of shape {tuple(out.shape)}; it must return one "
+                         "number, the loss averaged over the counted positions")
+    if torch.is_grad_enabled() and not out.requires_grad:
+        raise ValueError(f"kd_loss_fn `{name}` returned a loss without a gradient: it must be computed from "
+                         "student_logits with torch operations (no .detach(), .numpy() or torch.no_grad())")
+    value = float(out.detach())
+    if not math.isfinite(value):
+        raise ValueError(f"kd_loss_fn `{name}` returned {value} (not finite): a log of 0 or a division by zero "
+                         "positions? Use log_softmax rather than log(softmax), and average over the counted "
+                         "positions only")
+    return out.reshape(()), parts
 
 
 def _class_name(model: "nn.Module") -> str:
@@ -105,21 +173,34 @@ class CausalLMDistillationTrainer(DistillationTrainer):
             not needed afterwards in training; see :func:`~course_utils.kd.llm_losses.chunked_kd_loss`).
         topk_tail: ``topk_kd``: keep the teacher's mass outside its top k as one "other tokens" bucket (needs the
             ``teacher_logsumexp`` column of :func:`add_teacher_topk`); False renormalises the top k instead.
+        kd_loss_fn: ``token_kd`` only: another implementation of its loss, a :data:`KDLossFn`
+            ``fn(student_logits (B, S, V), teacher_logits (B, S, V), labels (B, S), temperature, alpha_kd)`` → scalar
+            loss (or an object with ``.loss``; its ``.ce``/``.kd`` are logged). The labels are unshifted, with −100
+            on prompt and padding; S counts the positions from the batch's first scored one on (the prompt
+            positions before it are never computed), which leaves the loss unchanged. ``chunk_size`` and
+            ``inplace_grad`` are then unused. None (default): the library's chunked
+            :func:`~course_utils.kd.llm_losses.causal_lm_distillation_loss`.
         **kwargs: ``train_dataset``, ``eval_dataset``, ``processing_class``, ``data_collator`` (default: a
             :class:`~course_utils.llm.data.CausalLMCollator`), ``callbacks`` …
 
     Raises:
         ValueError: before training, for an unknown method, a vocabulary mismatch in a token-level method, a
-            missing teacher or missing dataset columns, token ids outside a model's vocabulary.
+            missing teacher or missing dataset columns, token ids outside a model's vocabulary, a ``kd_loss_fn``
+            with another method than ``token_kd``; during training, a ``kd_loss_fn`` result that is not one finite
+            number with a gradient.
+        TypeError: a ``kd_loss_fn`` that is not a function of five positional arguments, or returns no tensor.
     """
 
     def __init__(self, model: "nn.Module | None" = None, args: Any = None, *, teacher_model: "nn.Module | None" = None,
                  method: str = "token_kd", temperature: float = 2.0, alpha_kd: float = 0.5,
                  chunk_size: int | None | str = "auto", inplace_grad: bool = True, topk_tail: bool = True,
-                 **kwargs: Any) -> None:
+                 kd_loss_fn: KDLossFn | None = None, **kwargs: Any) -> None:
         if method not in LM_METHODS:
             raise ValueError(f"method must be one of {LM_METHODS}, got {method!r}")
+        if kd_loss_fn is not None:
+            check_kd_loss_fn(kd_loss_fn, method)
         self.method = method
+        self.kd_loss_fn = kd_loss_fn
         if method == "sft":
             alpha_kd, teacher_model = 0.0, None
         if model is not None and chunk_size == "auto":
@@ -269,6 +350,10 @@ class CausalLMDistillationTrainer(DistillationTrainer):
             uld = llm_losses.uld_loss(z, teacher_outputs.logits, student_mask=targets != -100,
                                       teacher_mask=t_targets != -100, temperature=t)
             return {"loss": (1.0 - a) * ce + a * uld, "ce": ce, "uld": uld}
+        elif self.kd_loss_fn is not None:
+            name = getattr(self.kd_loss_fn, "__name__", type(self.kd_loss_fn).__name__)
+            loss, parts = _kd_loss_value(self.kd_loss_fn(z, teacher_outputs.logits, labels, t, a), name)
+            return {"loss": loss, **parts}
         else:
             chunks = self.chunk_size if isinstance(self.chunk_size, int) else None
             out = llm_losses.causal_lm_distillation_loss(

@@ -139,3 +139,43 @@ def test_collator_pads_every_column():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [5, -100, -100]]
     assert batch["teacher_topk_ids"].shape == (2, 3, 2) and batch["teacher_topk_logits"].dtype == torch.float32
+
+
+def _learner_sft_example(prompt_ids, response_ids, eos_id):
+    """What notebook 05's exercise 2 asks for: no attention mask, no max_length."""
+    return {"input_ids": list(prompt_ids) + list(response_ids) + [eos_id],
+            "labels": [-100] * len(prompt_ids) + list(response_ids) + [eos_id]}
+
+
+def test_sft_dataset_with_example_fn_equals_the_default(monkeypatch, tmp_path):
+    from course_utils.llm.trainer import dataset_fingerprint
+
+    monkeypatch.setattr(recipe, "smollm2_path", lambda verbose=True: tmp_path)
+    r = recipe.llm_recipe("gpu", max_length=60)
+    s_tok, t_tok = tiny.toy_char_tokenizer(), tiny.toy_mistral_tokenizer()
+    recs = [{"instruction": "Give one fact about tea.", "context": "", "response": "Tea is hot."},
+            {"instruction": "Why?", "context": "", "response": "A response long enough to be cut at max_length, " * 3}]
+    default = data.sft_dataset(recs, s_tok, r, teacher_tokenizer=t_tok)
+    as_tensors = lambda p, resp, eos: {k: torch.tensor(v) for k, v in _learner_sft_example(p, resp, eos).items()}
+    for fn in (_learner_sft_example, data.sft_example, as_tensors):
+        ds = data.sft_dataset(recs, s_tok, r, teacher_tokenizer=t_tok, example_fn=fn)
+        assert ds.to_list() == default.to_list()
+        assert dataset_fingerprint(ds) == dataset_fingerprint(default)
+    assert len(default[1]["input_ids"]) == 60  # cut at max_length, as the default cuts
+
+
+@pytest.mark.parametrize("fn, error, match", [
+    ("sft_example", TypeError, "without calling it"),
+    (lambda prompt_ids, response_ids: {}, TypeError, "three positional parameters"),
+    (lambda p, r, e: [p, r], TypeError, "keys 'input_ids' and 'labels', got list"),
+    (lambda p, r, e: {"input_ids": p + r}, TypeError, r"got dict with keys \['input_ids'\]"),
+    (lambda p, r, e: {"input_ids": p + r, "labels": "abc"}, TypeError, "labels of type str"),
+    (lambda p, r, e: {"input_ids": [float(x) for x in p + r], "labels": p + r}, TypeError, "non-integer"),
+    (lambda p, r, e: {"input_ids": p + r + [e], "labels": r + [e]}, ValueError, "one entry per input token"),
+], ids=["a string", "two parameters", "a list", "no labels", "labels a string", "float ids", "lengths differ"])
+def test_sft_dataset_example_fn_errors(monkeypatch, tmp_path, fn, error, match):
+    monkeypatch.setattr(recipe, "smollm2_path", lambda verbose=True: tmp_path)
+    r = recipe.llm_recipe("gpu", max_length=400)
+    recs = [{"instruction": "Give one fact about tea.", "context": "", "response": "Tea is hot."}]
+    with pytest.raises(error, match=match):
+        data.sft_dataset(recs, tiny.toy_char_tokenizer(), r, example_fn=fn)

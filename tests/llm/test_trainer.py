@@ -378,3 +378,111 @@ def test_prompt_logits_are_skipped_without_changing_loss_or_gradients(small):
         assert ga.keys() == gb.keys() and ga
         for n in ga:
             assert torch.allclose(ga[n], gb[n], atol=1e-5), (method, n)
+
+
+# ------------------------------------------------------------------------------------- a custom token-level loss
+def _naive_causal_kd_loss(student_logits, teacher_logits, labels, temperature, alpha_kd):
+    """What notebook 05's exercise 1 asks for: plain autograd, shift, mask, (1 − α)·CE + α·T²·KL."""
+    z, v, y = student_logits[:, :-1], teacher_logits[:, :-1], labels[:, 1:]
+    valid = y != -100
+    ce = torch.nn.functional.cross_entropy(z[valid], y[valid])
+    t = temperature
+    kd = torch.nn.functional.kl_div(torch.log_softmax(z[valid] / t, -1), torch.log_softmax(v[valid] / t, -1),
+                                    log_target=True, reduction="batchmean") * t * t
+    return (1 - alpha_kd) * ce + alpha_kd * kd
+
+
+def _lora_grads(student):
+    return {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("fn", [_naive_causal_kd_loss, llm_losses.causal_lm_distillation_loss],
+                         ids=["returns a tensor", "returns DistillationLoss"])
+def test_kd_loss_fn_gives_the_library_loss_and_gradient(small, fn):
+    r, tok, teacher, data = small
+    results = []
+    for kd_loss_fn in (None, fn):
+        student = models.add_lora(models.load_student_base(r), r, seed=0)
+        for n, p in student.named_parameters():  # non-zero B so every LoRA matrix gets a gradient
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(len(n)))
+        args = training_args(seed=0, label_names=["labels"], **r.hparams)
+        trainer = llm.trainer.CausalLMDistillationTrainer(
+            student, args, teacher_model=teacher, method="token_kd", temperature=r.temperature, alpha_kd=r.alpha_kd,
+            train_dataset=data, processing_class=tok, kd_loss_fn=kd_loss_fn)
+        loss = trainer.compute_loss(student, dict(_batch(data, tok)))
+        loss.backward()
+        results.append((loss.detach(), _lora_grads(student), dict(trainer._terms["train"])))
+    (ref_loss, ref_grads, ref_terms), (loss, grads, terms) = results
+    assert loss.dim() == 0 and torch.allclose(loss, ref_loss, rtol=1e-5)
+    assert grads.keys() == ref_grads.keys() and grads
+    for n in grads:
+        assert torch.allclose(grads[n], ref_grads[n], rtol=1e-4, atol=1e-6), n
+    # a DistillationLoss result has its parts logged like the library's; a bare tensor is logged as the loss only
+    assert set(terms) == ({"ce", "kd"} if fn is llm_losses.causal_lm_distillation_loss else set())
+    assert set(ref_terms) == {"ce", "kd"}
+
+
+def test_distil_with_kd_loss_fn_trains_every_time_and_matches_the_cached_run(small):
+    r, tok, teacher, data = small
+    _, ref = pipeline.distil(r, "token_kd", data, tok, teacher=teacher, heldout=data, eval_every=1, verbose=False)
+    meta = cache.load_meta("llm-student-token_kd")
+    for _ in range(2):  # never looked up, never saved: the second call trains again
+        model, info = pipeline.distil(r, "token_kd", data, tok, teacher=teacher, heldout=data, eval_every=1,
+                                      verbose=False, kd_loss_fn=_naive_causal_kd_loss)
+        assert info["kd_loss_fn"] == "_naive_causal_kd_loss" and info["steps"] == ref["steps"] == 2
+        assert cache.load_meta("llm-student-token_kd") == meta
+        assert not any(e.name.startswith("llm-student-token_kd-") for e in cache.model_dir("x", r.profile).parent.iterdir())
+        # same seed, LoRA initialisation and data order: the same run up to float rounding
+        for a, b in zip(info["curve"], ref["curve"]):
+            assert a["step"] == b["step"] and a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-4)
+        losses_ = [e["loss"] for e in info["log"] if "loss" in e]
+        assert losses_ == pytest.approx([e["loss"] for e in ref["log"] if "loss" in e], rel=1e-4)
+    # the default (kd_loss_fn=None) still hits the cache with the same fingerprint
+    _, again = pipeline.distil(r, "token_kd", data, tok, teacher=lambda: pytest.fail("loaded the teacher"),
+                               heldout=data, eval_every=1, verbose=False)
+    assert again == ref
+
+
+def test_kd_loss_fn_errors_before_training(small):
+    r, tok, teacher, data = small
+    student = models.add_lora(models.load_student_base(r), r)
+
+    def make(method="token_kd", fn=_naive_causal_kd_loss):
+        args = training_args(seed=0, label_names=["labels"], **r.hparams)
+        return llm.trainer.CausalLMDistillationTrainer(student, args, teacher_model=teacher, method=method,
+                                                       train_dataset=data, processing_class=tok, kd_loss_fn=fn)
+
+    with pytest.raises(TypeError, match="without calling it"):
+        make(fn=torch.tensor(1.0))
+    with pytest.raises(TypeError, match="five positional parameters"):
+        make(fn=lambda student_logits, teacher_logits, labels: student_logits.sum())
+    for method in ("sft", "uld"):
+        with pytest.raises(ValueError, match="method='token_kd'"):
+            make(method=method)
+    with pytest.raises(ValueError, match="method='token_kd'"):
+        llm.trainer.check_kd_loss_fn(_naive_causal_kd_loss, "topk_kd")
+    llm.trainer.check_kd_loss_fn(lambda *args: None)  # *args binds five arguments
+    # distil refuses before it loads any model or teacher
+    with pytest.raises(ValueError, match="method='token_kd'"):
+        pipeline.distil(r, "sft", data, tok, teacher=lambda: pytest.fail("loaded the teacher"),
+                        kd_loss_fn=_naive_causal_kd_loss, verbose=False)
+    with pytest.raises(TypeError, match="without calling it"):
+        pipeline.distil(r, "token_kd", data, tok, teacher=teacher, kd_loss_fn="causal_kd_loss", verbose=False)
+
+
+@pytest.mark.parametrize("fn, error, match", [
+    (lambda z, v, y, t, a: _naive_causal_kd_loss(z, v, y, t, a).item(), TypeError, "returned a float"),
+    (lambda z, v, y, t, a: None, TypeError, "returned a NoneType"),
+    (lambda z, v, y, t, a: z[..., 0].mean(-1), ValueError, r"returned a tensor of shape \(4,"),
+    (lambda z, v, y, t, a: _naive_causal_kd_loss(z.detach(), v, y, t, a), ValueError, "without a gradient"),
+    (lambda z, v, y, t, a: z.sum() * float("nan"), ValueError, "not finite"),
+], ids=["float", "None", "not a scalar", "detached", "nan"])
+def test_kd_loss_fn_wrong_results_are_explained(small, fn, error, match):
+    r, tok, teacher, data = small
+    student = models.add_lora(models.load_student_base(r), r)
+    args = training_args(seed=0, label_names=["labels"], **r.hparams)
+    trainer = llm.trainer.CausalLMDistillationTrainer(student, args, teacher_model=teacher, method="token_kd",
+                                                      train_dataset=data, processing_class=tok, kd_loss_fn=fn)
+    with pytest.raises(error, match=match):
+        trainer.compute_loss(student, dict(_batch(data, tok)))
