@@ -15,7 +15,7 @@ from ..kd.ensembles import mutual_learning_losses
 from ..kd.losses import validate_alpha_kd, validate_temperature
 from ..training.loops import predict_logits, train_classifier
 
-__all__ = ['same_architecture', 'born_again', 'distill_chain', 'mutual_learning', 'noise_inputs', 'synthesize_inputs']
+__all__ = ['same_architecture', 'born_again', 'distill_chain', 'MutualLossesFn', 'mutual_learning', 'noise_inputs', 'synthesize_inputs']
 
 
 # ============================================================================================ born-again
@@ -154,6 +154,11 @@ def distill_chain(
     return chain
 
 
+MutualLossesFn = Callable[[list[torch.Tensor], torch.Tensor, float, float], Sequence[torch.Tensor]]
+"""A deep-mutual-learning step's losses: ``losses_fn(logits, labels, temperature, alpha_kd)`` with ``logits`` the K
+students' ``(B, C)`` logits on one batch and ``labels`` ``(B,)`` → K scalar losses, loss k for student k."""
+
+
 def mutual_learning(
     models: Sequence[nn.Module],
     x: torch.Tensor,
@@ -166,15 +171,39 @@ def mutual_learning(
     temperature: float = 1.0,
     alpha_kd: float = 0.5,
     seed: int = 0,
+    losses_fn: MutualLossesFn = mutual_learning_losses,
 ) -> list[list[float]]:
-    """Train K ≥ 2 students together with :func:`mutual_learning_losses` (online distillation, no pre-trained teacher).
+    """Train K ≥ 2 students together (online distillation, no pre-trained teacher), by default with
+    :func:`course_utils.kd.ensembles.mutual_learning_losses`.
 
     All students see the same mini-batches (seeded order, as :func:`course_utils.training.loops.train_classifier`), each has
     its own Adam optimiser, and all are updated from one forward pass per batch (Zhang et al.'s Algorithm 1 updates
     them one after the other, recomputing predictions in between; with small learning rates the difference is small).
+    One ``backward()`` on the sum of the K losses updates every student, so loss k must depend on student k's logits
+    only — the peers detached; the first batch checks that.
+
+    Args:
+        models: the K ≥ 2 students, distinct ``nn.Module`` objects with the same output size ``C``; trained in place
+            and left in eval mode.
+        x: ``(N, …)`` training inputs; y: ``(N,)`` integer labels (required: without them the students can agree on
+            anything).
+        temperature, alpha_kd: passed to ``losses_fn`` (T > 0, alpha_kd in [0, 1]).
+        seed: the mini-batch order (the models bring their own initialisation).
+        losses_fn: one step's losses, called as ``losses_fn(logits, labels, temperature, alpha_kd)`` with ``logits``
+            a list of the K students' ``(B, C)`` logits on the batch and ``labels`` its ``(B,)`` labels; it must return
+            K scalar tensors (a list or tuple), loss k differentiable w.r.t. ``logits[k]`` and independent of the
+            other students' logits. Default: the library's :func:`course_utils.kd.ensembles.mutual_learning_losses`.
+            A function written for two students, ``pair(logits_a, logits_b, labels, temperature, alpha_kd)``, plugs
+            in as ``lambda logits, labels, t, a: pair(*logits, labels, t, a)``.
 
     Returns:
-        Per student, the mean training loss of each epoch.
+        Per student, the mean training loss of each epoch (``K`` lists of ``epochs`` floats).
+
+    Raises:
+        TypeError: ``losses_fn`` is not callable, or returns something other than a list/tuple of tensors.
+        ValueError: fewer than two students, the same student twice, no labels, bad training settings, or a
+            ``losses_fn`` that returns the wrong number of losses, non-scalar or non-differentiable losses, or a loss
+            that also depends on a peer's logits (a peer not detached).
     """
     models = list(models)
     if len(models) < 2 or not all(isinstance(m, nn.Module) for m in models):
@@ -186,18 +215,24 @@ def mutual_learning(
         raise ValueError("mutual learning needs labels y: without them the students can agree on anything")
     temperature, alpha_kd = validate_temperature(temperature), validate_alpha_kd(alpha_kd)
     _validate_training(epochs, lr, batch_size)
+    if not callable(losses_fn):
+        raise TypeError(f"losses_fn must be a function (logits, labels, temperature, alpha_kd) -> K losses, got "
+                        f"{type(losses_fn).__name__}; pass the function itself, without calling it")
     optimisers = [torch.optim.Adam(m.parameters(), lr=lr, weight_decay=weight_decay) for m in models]
     gen = torch.Generator().manual_seed(seed)
     n = x.shape[0]
     histories: list[list[float]] = [[] for _ in models]
     for m in models:
         m.train()
+    first = True
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen)
         totals = [0.0] * len(models)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            losses_ = mutual_learning_losses([m(x[idx]) for m in models], y[idx], temperature, alpha_kd)
+            logits = [m(x[idx]) for m in models]
+            losses_ = _checked_losses(losses_fn(logits, y[idx], temperature, alpha_kd), logits, first)
+            first = False
             for opt in optimisers:
                 opt.zero_grad()
             torch.stack(losses_).sum().backward()  # peers are detached: each loss only reaches its own student
@@ -209,6 +244,45 @@ def mutual_learning(
     for m in models:
         m.eval()
     return histories
+
+
+def _checked_losses(out: object, logits: list[torch.Tensor], check_peers: bool) -> list[torch.Tensor]:
+    """``losses_fn``'s result as a list of K scalar losses, each depending on its own student only.
+
+    The structure is checked on every batch (cheap); ``check_peers`` (the first batch) also differentiates every
+    loss w.r.t. every student's logits, which finds a peer that was not detached.
+    """
+    k = len(logits)
+    if isinstance(out, torch.Tensor) or not isinstance(out, (list, tuple)):
+        what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise TypeError(f"losses_fn returned {what}; it must return a list or tuple of {k} scalar losses, one per "
+                        "student (not their sum: each student's optimiser needs its own loss)")
+    if len(out) != k:
+        raise ValueError(f"losses_fn returned {len(out)} losses for {k} students; return one loss per student, in "
+                         "the order of the models")
+    for i, loss in enumerate(out):
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(f"losses_fn's loss {i} is a {type(loss).__name__}, not a tensor; keep it in torch (no "
+                            ".item() or float(...)) so that it can be backpropagated")
+        if loss.numel() != 1:
+            raise ValueError(f"losses_fn's loss {i} has shape {tuple(loss.shape)}; each loss must be a scalar — "
+                             "reduce it over the batch (e.g. .mean(), or KL with reduction='batchmean')")
+        if loss.grad_fn is None:
+            raise ValueError(f"losses_fn's loss {i} is not differentiable w.r.t. student {i}'s logits (no grad_fn): "
+                             "do not detach the student's own logits or compute its loss under torch.no_grad()")
+    losses = [loss if loss.dim() == 0 else loss.reshape(()) for loss in out]
+    if check_peers:
+        for i, loss in enumerate(losses):
+            grads = torch.autograd.grad(loss, logits, retain_graph=True, allow_unused=True)
+            if grads[i] is None:
+                raise ValueError(f"losses_fn's loss {i} does not depend on student {i}'s logits (logits[{i}]); "
+                                 "loss k must train student k: check the order of the returned losses")
+            leaks = [j for j, g in enumerate(grads) if j != i and g is not None and bool(g.abs().max() > 0)]
+            if leaks:
+                raise ValueError(f"losses_fn's loss {i} sends gradients into student(s) {leaks}: their logits are "
+                                 f"the target of student {i}, a constant for its loss — use logits[j].detach() for "
+                                 "every peer j inside loss k")
+    return losses
 
 
 # ============================================================================================== data-free

@@ -160,6 +160,90 @@ def test_mutual_learning_errors(toy):
         strategies.mutual_learning([a, mlp()], x, y, batch_size=0)
 
 
+
+def _pair_losses(logits_a, logits_b, labels, temperature, alpha_kd):
+    """Deep mutual learning for two students, written out as the exercise of notebook 07 asks."""
+    import torch.nn.functional as F
+
+    def one(own, peer):
+        kd = F.kl_div(F.log_softmax(own / temperature, dim=-1), F.softmax(peer.detach() / temperature, dim=-1),
+                      reduction="batchmean") * temperature**2
+        return (1 - alpha_kd) * F.cross_entropy(own, labels) + alpha_kd * kd
+
+    return one(logits_a, logits_b), one(logits_b, logits_a)
+
+
+def _train_pair(x, y, **kw):
+    a, b = mlp(seed=1), mlp(seed=2)
+    hist = strategies.mutual_learning([a, b], x, y, epochs=8, lr=1e-2, batch_size=20, temperature=2.0, alpha_kd=0.6,
+                                      seed=3, **kw)
+    return a, b, hist
+
+
+def test_mutual_learning_default_losses_fn_is_the_library_loss(toy):
+    from course_utils.kd.ensembles import mutual_learning_losses
+
+    x, y = toy
+    a, b, hist = _train_pair(x, y)
+    a2, b2, hist2 = _train_pair(x, y, losses_fn=mutual_learning_losses)
+    assert hist == hist2
+    assert all(torch.equal(p, q) for m, m2 in ((a, a2), (b, b2)) for p, q in zip(params(m), params(m2)))
+
+
+def test_mutual_learning_trains_with_a_given_losses_fn(toy):
+    x, y = toy
+    calls = []
+
+    def pair_as_cohort(logits, labels, temperature, alpha_kd):
+        calls.append(([tuple(z.shape) for z in logits], tuple(labels.shape), temperature, alpha_kd))
+        return _pair_losses(*logits, labels, temperature, alpha_kd)
+
+    a, b, hist = _train_pair(x, y)
+    a2, b2, hist2 = _train_pair(x, y, losses_fn=pair_as_cohort)
+    assert len(calls) == 8 * 3 and calls[0] == ([(20, 3), (20, 3)], (20,), 2.0, 0.6)
+    # the same loss written differently: equal up to float noise, not bit for bit
+    assert max(abs(u - v) for h, h2 in zip(hist, hist2) for u, v in zip(h, h2)) < 1e-5
+    for m, m2 in ((a, a2), (b, b2)):
+        assert torch.allclose(predict_logits(m, x), predict_logits(m2, x), atol=1e-4)
+
+
+def test_mutual_learning_losses_fn_changes_the_training(toy):
+    x, y = toy
+    a, _, _ = _train_pair(x, y)
+    swapped = lambda logits, labels, t, al: _pair_losses(*logits, labels, t, 1 - al)  # noqa: E731
+    a2, _, _ = _train_pair(x, y, losses_fn=swapped)
+    assert not torch.allclose(predict_logits(a, x), predict_logits(a2, x), atol=1e-4)
+
+
+def test_mutual_learning_rejects_bad_losses_fn(toy):
+    x, y = toy
+
+    def leaky(logits, labels, temperature, alpha_kd):  # the peer is not detached
+        za, zb = logits
+        kl = lambda own, peer: torch.nn.functional.kl_div(  # noqa: E731
+            own.log_softmax(-1), peer.softmax(-1), reduction="batchmean")
+        return [kl(za, zb), kl(zb, za)]
+
+    cases = [
+        ("not a function", TypeError, "losses_fn must be a function"),
+        (lambda z, l, t, a: torch.stack(_pair_losses(*z, l, t, a)).sum(), TypeError, "not their sum"),
+        (lambda z, l, t, a: _pair_losses(*z, l, t, a)[:1], ValueError, "returned 1 losses for 2 students"),
+        (lambda z, l, t, a: [v.item() for v in _pair_losses(*z, l, t, a)], TypeError, "not a tensor"),
+        (lambda z, l, t, a: [torch.nn.functional.cross_entropy(v, l, reduction="none") for v in z], ValueError,
+         "must be a scalar"),
+        (lambda z, l, t, a: [v.detach().mean() for v in _pair_losses(*z, l, t, a)], ValueError, "not differentiable"),
+        (lambda z, l, t, a: _pair_losses(*z, l, t, a)[::-1], ValueError, "does not depend on student 0"),
+        (leaky, ValueError, "sends gradients into student"),
+    ]
+    for losses_fn, error, message in cases:
+        a, b = mlp(seed=1), mlp(seed=2)
+        before = params(a) + params(b)
+        with pytest.raises(error, match=message):
+            strategies.mutual_learning([a, b], x, y, epochs=2, batch_size=20, losses_fn=losses_fn)
+        # refused before any update: the students are untouched
+        assert all(torch.equal(p, q) for p, q in zip(before, params(a) + params(b)))
+
+
 # ============================================================================================== data-free
 def test_noise_inputs():
     u = strategies.noise_inputs(50, (1, 4, 4), seed=0)
