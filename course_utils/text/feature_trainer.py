@@ -11,10 +11,12 @@ students, CKA between two models' layers, and a small CNN training loop for FitN
   (``output_attentions=True``; both models are switched to the ``"eager"`` attention implementation during training,
   because ``sdpa`` does not return attention maps, and switched back afterwards);
 * L_hidden is :func:`course_utils.kd.features.hint_loss` (``"mse"``) or :func:`~course_utils.kd.features.hidden_cosine_loss`
-  (``"cosine"``); L_attn is :func:`~course_utils.kd.features.attention_map_loss` (``"mse"`` or ``"kl"``);
-* W_st is a learned ``nn.Linear`` per matched pair when the widths differ (:attr:`projections`). It is added to the
-  Trainer's optimizer (its own parameter group, with the same learning-rate schedule) and trained with the student,
-  but it is never part of the student: ``trainer.model`` and whatever you save from it do not contain it.
+  (``"cosine"``), or any function with their signature (``hidden_loss=your_loss``: notebook 04 trains with the
+  learner's own hint loss); L_attn is :func:`~course_utils.kd.features.attention_map_loss` (``"mse"`` or ``"kl"``);
+* W_st is a learned ``nn.Linear`` per matched pair when the widths differ (:attr:`projections`;
+  ``projection_factory`` builds another module instead). It is added to the Trainer's optimizer (its own parameter
+  group, with the same learning-rate schedule) and trained with the student, but it is never part of the student:
+  ``trainer.model`` and whatever you save from it do not contain it.
 
 The teacher runs live (no precomputed logits): the features of every batch are needed. Every loss part is logged
 (``ce``, ``kd``, ``hidden``, ``attention``). ``logit_weight=0`` gives a features-only stage (TinyBERT's
@@ -26,8 +28,8 @@ import contextlib
 import functools
 import inspect
 import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
@@ -40,10 +42,88 @@ from ..training import distillation_trainer
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
 
-__all__ = ['HIDDEN_LOSSES', 'TeacherCache', 'FeatureDistillationTrainer', 'train_with_features', 'NARROW_STUDENTS', 'narrow_student', 'pca_embeddings_from', 'hidden_states_of', 'cka_between']
+__all__ = ['HIDDEN_LOSSES', 'HiddenLoss', 'ProjectionFactory', 'TeacherCache', 'FeatureDistillationTrainer', 'train_with_features', 'NARROW_STUDENTS', 'narrow_student', 'pca_embeddings_from', 'hidden_states_of', 'cka_between']
 
 
 HIDDEN_LOSSES = ("mse", "cosine")
+"""The hidden-state losses a :class:`FeatureDistillationTrainer` knows by name (``hidden_loss=``)."""
+
+HiddenLoss = Union[str, Callable[..., torch.Tensor]]
+"""``hidden_loss=``: a name from :data:`HIDDEN_LOSSES`, or a function
+``(student_hidden (B, S, H_s), teacher_hidden (B, S, H_t), projection, attention_mask (B, S)) -> Tensor ()`` with
+the signature of :func:`course_utils.kd.features.hint_loss` (``projection`` maps ``(…, H_s)`` to ``(…, H_t)``, or
+is None when the widths agree)."""
+
+ProjectionFactory = Callable[[int, int], nn.Module]
+"""``projection_factory=``: ``(student_width, teacher_width) -> nn.Module`` mapping ``(…, H_s)`` to ``(…, H_t)``,
+with trainable parameters (e.g. ``nn.Linear(student_width, teacher_width)``)."""
+
+
+def _hidden_loss_fn(hidden_loss: Any) -> HiddenLoss:
+    """``hidden_loss`` validated: a known name, or a function that can be called as ``fn(h_s, h_t, W, mask)``."""
+    if isinstance(hidden_loss, str):
+        if hidden_loss not in HIDDEN_LOSSES:
+            raise ValueError(f"hidden_loss must be one of {HIDDEN_LOSSES} or a loss function, got {hidden_loss!r}")
+        return hidden_loss
+    if not callable(hidden_loss):
+        raise TypeError(f"hidden_loss must be one of {HIDDEN_LOSSES} or a function (student_hidden, teacher_hidden, "
+                        f"projection, attention_mask) -> scalar tensor, got {type(hidden_loss).__name__}. Pass the "
+                        "function itself, without calling it.")
+    try:
+        signature = inspect.signature(hidden_loss)
+    except (TypeError, ValueError):  # no signature to read (some builtins): its results are checked instead
+        return hidden_loss
+    try:
+        signature.bind(None, None, None, None)
+    except TypeError as err:
+        raise TypeError(f"hidden_loss {_name(hidden_loss)} cannot be called as fn(student_hidden, teacher_hidden, "
+                        f"projection, attention_mask) ({err}): give it these four positional parameters, as "
+                        "course_utils.kd.features.hint_loss has") from None
+    return hidden_loss
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__name__", None) or repr(fn)
+
+
+def _make_projections(factory: ProjectionFactory | None, pairs: Sequence[tuple[int, int]], w_s: int, w_t: int,
+                      seed: int) -> nn.ModuleDict:
+    """One projection ``(…, w_s) → (…, w_t)`` per pair, named ``"s{i}_t{j}"``; the k-th is built under
+    ``torch.manual_seed(seed + k)`` (the global RNG is left untouched), so a factory returning ``nn.Linear`` starts
+    from exactly the weights of :func:`course_utils.kd.features.make_projection`."""
+    if factory is not None and (isinstance(factory, nn.Module) or not callable(factory)):
+        raise TypeError(f"projection_factory must be a function (student_width, teacher_width) -> nn.Module that "
+                        f"builds one projection per layer pair, got {type(factory).__name__}. Pass the function "
+                        "itself, without calling it (e.g. projection_factory=make_hint_projection).")
+    out = nn.ModuleDict()
+    for k, (i, j) in enumerate(pairs):
+        if factory is None:
+            out[f"s{i}_t{j}"] = features.make_projection(w_s, w_t, seed=seed + k)
+            continue
+        call = f"projection_factory {_name(factory)}({w_s}, {w_t})"
+        with torch.random.fork_rng():
+            torch.manual_seed(seed + k)
+            module = factory(w_s, w_t)
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"{call} returned a {type(module).__name__}; it must return an nn.Module with "
+                                f"trainable weights, e.g. nn.Linear({w_s}, {w_t})")
+            if not any(p.requires_grad for p in module.parameters()):
+                raise ValueError(f"{call} returned a {type(module).__name__} without trainable parameters: the "
+                                 f"projection is learned with the student (FitNets' regressor); return e.g. "
+                                 f"nn.Linear({w_s}, {w_t})")
+            try:
+                with torch.no_grad():
+                    y = module(torch.zeros(1, 1, w_s))
+            except RuntimeError as err:
+                raise ValueError(f"{call} returned a module that cannot be applied to student hidden states "
+                                 f"(…, {w_s}): {err}. It must map the student's width to the teacher's: "
+                                 f"e.g. nn.Linear({w_s}, {w_t})") from None
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (1, 1, w_t):
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"{call} maps student hidden states (1, 1, {w_s}) to {shape}; it must map the student's "
+                             f"width {w_s} to the teacher's {w_t}: (1, 1, {w_t})")
+        out[f"s{i}_t{j}"] = module
+    return out
 
 
 class TeacherCache:
@@ -129,12 +209,20 @@ class FeatureDistillationTrainer(distillation_trainer.DistillationTrainer):
         hidden_pairs: ``[(student_index, teacher_index), …]`` in ``hidden_states`` indexing (0 = embeddings), e.g.
             from :func:`course_utils.kd.features.layer_map`; validated against both models' layer counts.
         hidden_weight: weight of the hidden-state term (0 = off).
-        hidden_loss: ``"mse"`` (FitNets/TinyBERT) or ``"cosine"`` (DistilBERT).
+        hidden_loss: ``"mse"`` (FitNets/TinyBERT), ``"cosine"`` (DistilBERT), or your own loss function with the
+            signature of :func:`course_utils.kd.features.hint_loss` (:data:`HiddenLoss`): called once per pair as
+            ``fn(student_hidden (B, S, H_s), teacher_hidden (B, S, H_t), projection or None, attention_mask (B, S))``
+            and returning a scalar tensor.
         attention_pairs: layer pairs for the attention term (layers 1…L; ``attentions[i − 1]`` is layer i).
         attention_weight: weight of the attention term (0 = off).
         attention_loss: ``"mse"`` (TinyBERT) or ``"kl"`` (MiniLM).
         logit_weight: weight of notebook 03's logit loss (CE + KD); 0 for a features-only stage.
-        projection_seed: seeds the projections' initial weights (default: ``args.seed``).
+        projection_seed: seeds the projections' initial weights (default: ``args.seed``): the k-th pair's
+            projection is built under ``torch.manual_seed(projection_seed + k)``.
+        projection_factory: ``(student_width, teacher_width) -> nn.Module`` building each projection
+            (:data:`ProjectionFactory`); None (default): :func:`course_utils.kd.features.make_projection`. A factory
+            that returns ``nn.Linear(student_width, teacher_width)`` starts from the default's weights. Only called
+            when the widths differ.
         teacher_cache: a :class:`TeacherCache` shared by several trainers on the same batches (same ``args.seed``):
             the teacher then runs once per distinct batch. None (default): the teacher runs for every batch.
         temperature, alpha_kd, **kwargs: as for :class:`~course_utils.training.distillation_trainer.DistillationTrainer`.
@@ -145,9 +233,11 @@ class FeatureDistillationTrainer(distillation_trainer.DistillationTrainer):
 
     Raises:
         ValueError: no teacher, precomputed logits instead of a teacher, layer pairs outside either model, an
-            unknown loss name, head counts that differ for the attention loss, or every weight zero with nothing
-            else to learn from.
-        TypeError: weights that are not numbers.
+            unknown loss name, head counts that differ for the attention loss, every weight zero with nothing
+            else to learn from, or a projection factory whose module has nothing to train or the wrong output width.
+        TypeError: weights that are not numbers; a ``hidden_loss`` or ``projection_factory`` that is not a function
+            of the expected arguments, or a factory that does not return an ``nn.Module``. (A ``hidden_loss`` whose
+            result is not a scalar tensor raises when the first batch is trained.)
     """
 
     output_hidden_states = True
@@ -160,13 +250,14 @@ class FeatureDistillationTrainer(distillation_trainer.DistillationTrainer):
         teacher_model: nn.Module | None = None,
         hidden_pairs: Sequence[tuple[int, int]] | None = None,
         hidden_weight: float = 0.0,
-        hidden_loss: str = "mse",
+        hidden_loss: HiddenLoss = "mse",
         attention_pairs: Sequence[tuple[int, int]] | None = None,
         attention_weight: float = 0.0,
         attention_loss: str = "kl",
         logit_weight: float = 1.0,
         projection_seed: int | None = None,
         teacher_cache: TeacherCache | None = None,
+        projection_factory: ProjectionFactory | None = None,
         **kwargs: Any,
     ) -> None:
         if model is None:
@@ -179,8 +270,7 @@ class FeatureDistillationTrainer(distillation_trainer.DistillationTrainer):
         self.logit_weight = validate_weight(logit_weight, "logit_weight")
         if self.logit_weight == 0 and self.hidden_weight == 0 and self.attention_weight == 0:
             raise ValueError("every loss weight is 0 (logit_weight, hidden_weight, attention_weight): nothing to learn")
-        if hidden_loss not in HIDDEN_LOSSES:
-            raise ValueError(f"hidden_loss must be one of {HIDDEN_LOSSES}, got {hidden_loss!r}")
+        hidden_loss = _hidden_loss_fn(hidden_loss)
         if attention_loss not in features.ATTENTION_KINDS:
             raise ValueError(f"attention_loss must be one of {features.ATTENTION_KINDS}, got {attention_loss!r}")
         self.hidden_loss, self.attention_loss = hidden_loss, attention_loss
@@ -206,10 +296,8 @@ class FeatureDistillationTrainer(distillation_trainer.DistillationTrainer):
         super().__init__(model=model, args=args, teacher_model=teacher_model, **kwargs)
         w_s, w_t = features.hidden_width(model), features.hidden_width(teacher_model)
         seed = self.args.seed if projection_seed is None else projection_seed
-        self.projections = nn.ModuleDict()
-        if self.hidden_weight > 0 and w_s != w_t:
-            for k, (i, j) in enumerate(self.hidden_pairs):
-                self.projections[f"s{i}_t{j}"] = features.make_projection(w_s, w_t, seed=seed + k)
+        projected = self.hidden_pairs if self.hidden_weight > 0 and w_s != w_t else []
+        self.projections = _make_projections(projection_factory, projected, w_s, w_t, seed)
         self.projections.to(self.args.device)
         self._needs_attentions = self.attention_weight > 0
         if teacher_cache is not None and not isinstance(teacher_cache, TeacherCache):
@@ -306,10 +394,21 @@ class FeatureDistillationTrainer(distillation_trainer.DistillationTrainer):
     def hidden_term(self, student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor],
                     mask: torch.Tensor | None) -> torch.Tensor:
         """Mean over :attr:`hidden_pairs` of the hidden-state loss (through the pair's projection, if any)."""
-        fn = features.hint_loss if self.hidden_loss == "mse" else features.hidden_cosine_loss
+        own = callable(self.hidden_loss)
+        if own:
+            fn = self.hidden_loss
+        else:
+            fn = features.hint_loss if self.hidden_loss == "mse" else features.hidden_cosine_loss
         parts = [fn(student_hidden[i], teacher_hidden[j], self.projections[f"s{i}_t{j}"]
                     if f"s{i}_t{j}" in self.projections else None, mask)
                  for i, j in self.hidden_pairs]
+        for part in parts if own else ():
+            if not isinstance(part, torch.Tensor):
+                raise TypeError(f"hidden_loss {_name(fn)} returned a {type(part).__name__}; it must return a scalar "
+                                "torch.Tensor (no .item() or float(...): the student learns from it)")
+            if part.dim() != 0:
+                raise ValueError(f"hidden_loss {_name(fn)} returned a tensor of shape {tuple(part.shape)}; it must "
+                                 "return a scalar: the mean over the real tokens and the features")
         return torch.stack(parts).mean()
 
     def attention_term(self, student_attn: Sequence[torch.Tensor], teacher_attn: Sequence[torch.Tensor],
@@ -331,7 +430,7 @@ def train_with_features(
     teacher: nn.Module,
     hidden_pairs: Sequence[tuple[int, int]] | None = None,
     hidden_weight: float = 0.0,
-    hidden_loss: str = "mse",
+    hidden_loss: HiddenLoss = "mse",
     attention_pairs: Sequence[tuple[int, int]] | None = None,
     attention_weight: float = 0.0,
     attention_loss: str = "kl",
@@ -341,6 +440,7 @@ def train_with_features(
     seed: int = 0,
     teacher_cache: TeacherCache | None = None,
     projection_seed: int | None = None,
+    projection_factory: ProjectionFactory | None = None,
     **hparams: Any,
 ) -> FeatureDistillationTrainer:
     """Train ``student`` with :class:`FeatureDistillationTrainer` (the course's ``training_args`` + ``hparams``).
@@ -350,12 +450,16 @@ def train_with_features(
     ``trainer.projections`` and are not part of the student. ``train_dataset`` must not carry a
     ``teacher_logits`` column (the teacher runs live). ``seed`` seeds the ``Trainer`` (batch order, dropout);
     ``projection_seed`` the projections (default: ``seed``).
+
+    ``hidden_loss`` may be your own loss function and ``projection_factory`` your own projection builder (see
+    :class:`FeatureDistillationTrainer`): with a loss equal to a named one up to float rounding and a factory that
+    returns ``nn.Linear``, the run is the named loss's run up to float noise (same batches, same initial weights).
     """
     cls = functools.partial(FeatureDistillationTrainer, hidden_pairs=hidden_pairs, hidden_weight=hidden_weight,
                             hidden_loss=hidden_loss, attention_pairs=attention_pairs,
                             attention_weight=attention_weight, attention_loss=attention_loss,
                             logit_weight=logit_weight, teacher_cache=teacher_cache,
-                            projection_seed=projection_seed)
+                            projection_seed=projection_seed, projection_factory=projection_factory)
     return distillation_trainer.train_student(student, train_dataset, tokenizer, teacher=teacher, temperature=temperature,
                             alpha_kd=alpha_kd, seed=seed, trainer_class=cls, **hparams)
 

@@ -227,6 +227,125 @@ def test_attention_dropout_warns(tmp_path, train_set, tokenizer):
                      attention_weight=0.0, attention_pairs=None)
 
 
+# ============================================================================ your own hidden loss and projections
+def own_mse(student_hidden, teacher_hidden, projection, attention_mask):
+    """The hint loss written another way (masked sum / count): equal to features.hint_loss up to float rounding."""
+    p = projection(student_hidden) if projection is not None else student_hidden
+    m = attention_mask[..., None].to(p.dtype)
+    return ((p - teacher_hidden.detach()) ** 2 * m).sum() / (m.sum() * p.shape[-1])
+
+
+def linear(student_width, teacher_width):
+    return nn.Linear(student_width, teacher_width)
+
+
+def hidden_only(tmp_path, train_set, tokenizer, **kw):
+    return make_trainer(tmp_path, train_set, tokenizer, student=bert(2, 16, seed=1), attention_weight=0.0,
+                        attention_pairs=None, projection_seed=7, **kw)
+
+
+def test_own_hidden_loss_is_called_per_pair_and_is_the_hidden_term(tmp_path, train_set, tokenizer):
+    calls = []
+
+    def spy(student_hidden, teacher_hidden, projection, attention_mask):
+        calls.append((tuple(student_hidden.shape), tuple(teacher_hidden.shape), projection, attention_mask))
+        return own_mse(student_hidden, teacher_hidden, projection, attention_mask)
+
+    tr = hidden_only(tmp_path, train_set, tokenizer, hidden_loss=spy)
+    named = hidden_only(tmp_path, train_set, tokenizer, hidden_loss="mse")
+    inputs = batch(train_set, tokenizer)
+    tr.model.train(), named.model.train()
+    torch.manual_seed(0)
+    loss = tr.compute_loss(tr.model, inputs)
+    torch.manual_seed(0)
+    expected = named.compute_loss(named.model, inputs)
+    assert len(calls) == 3                                       # (0, 0), (1, 2), (2, 4)
+    b, s = inputs["input_ids"].shape
+    assert all(c[0] == (b, s, 16) and c[1] == (b, s, 32) and c[3] is inputs["attention_mask"] for c in calls)
+    assert [c[2] for c in calls] == [tr.projections[k] for k in ("s0_t0", "s1_t2", "s2_t4")]
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(tr._terms["train"]["hidden"][-1]),
+                               torch.tensor(named._terms["train"]["hidden"][-1]), rtol=1e-5, atol=1e-6)
+
+
+def test_projection_factory_starts_from_the_default_weights_and_leaves_the_rng_alone(tmp_path, train_set, tokenizer):
+    made = []
+
+    def factory(student_width, teacher_width):
+        made.append((student_width, teacher_width))
+        return nn.Linear(student_width, teacher_width)
+
+    default = hidden_only(tmp_path, train_set, tokenizer)
+    state = torch.get_rng_state()
+    own = hidden_only(tmp_path, train_set, tokenizer, projection_factory=factory)
+    assert torch.equal(state, torch.get_rng_state()), "building the projections moved the global RNG"
+    assert made == [(16, 32)] * 3
+    assert sorted(own.projections) == sorted(default.projections) == ["s0_t0", "s1_t2", "s2_t4"]
+    for k, (i, j) in enumerate([(0, 0), (1, 2), (2, 4)]):  # the k-th pair under seed projection_seed + k
+        reference = features.make_projection(16, 32, seed=7 + k)
+        for name, value in own.projections[f"s{i}_t{j}"].state_dict().items():
+            assert torch.equal(value, reference.state_dict()[name]) and torch.equal(
+                value, default.projections[f"s{i}_t{j}"].state_dict()[name])
+    in_optimizer = {id(p) for g in own.create_optimizer().param_groups for p in g["params"]}
+    assert all(id(p) in in_optimizer for p in own.projections.parameters())
+
+
+def test_projection_factory_unused_for_equal_widths(tmp_path, train_set, tokenizer):
+    def factory(student_width, teacher_width):
+        raise AssertionError("no projection is needed when the widths agree")
+
+    tr = make_trainer(tmp_path, train_set, tokenizer, student=bert(2, 32, seed=1), attention_weight=0.0,
+                      attention_pairs=None, projection_factory=factory, hidden_loss=own_mse)
+    assert len(tr.projections) == 0
+    tr.model.train()
+    tr.compute_loss(tr.model, batch(train_set, tokenizer))   # own loss called with projection=None
+    assert tr._terms["train"]["hidden"]
+
+
+def test_own_loss_and_factory_train_the_named_run_up_to_float_noise(tmp_path, train_set, tokenizer):
+    def run(**kw):
+        student, teacher = bert(2, 16, seed=1), bert(4, 32, seed=2)
+        tr = feature_trainer.train_with_features(student, train_set, tokenizer, teacher=teacher,
+                                                 hidden_pairs=features.layer_map(2, 4), hidden_weight=1.0, seed=0,
+                                                 output_dir=str(tmp_path), max_steps=3,
+                                                 per_device_train_batch_size=8, **kw)
+        return tr
+
+    named, own = run(hidden_loss="mse"), run(hidden_loss=own_mse, projection_factory=linear)
+    assert own.state.global_step == named.state.global_step == 3
+    for (k, a), (_, b) in zip(named.model.state_dict().items(), own.model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+    for k, a in named.projections.state_dict().items():
+        torch.testing.assert_close(a, own.projections.state_dict()[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(hidden_loss=42), TypeError, "hidden_loss must be one of .* or a function"),
+    (dict(hidden_loss=torch.tensor(1.0)), TypeError, "without calling it"),
+    (dict(hidden_loss=lambda student_hidden, teacher_hidden: 0.0), TypeError, "cannot be called as fn"),
+    (dict(hidden_loss="l2"), ValueError, "hidden_loss must be one of"),
+    (dict(projection_factory="linear"), TypeError, "projection_factory must be a function"),
+    (dict(projection_factory=nn.Linear(16, 32)), TypeError, "without calling it"),
+    (dict(projection_factory=lambda s, t: torch.zeros(t, s)), TypeError, "returned a Tensor; it must return an nn.Module"),
+    (dict(projection_factory=lambda s, t: nn.Identity()), ValueError, "without trainable parameters"),
+    (dict(projection_factory=lambda s, t: nn.Linear(t, s)), ValueError, "cannot be applied to student hidden states"),
+    (dict(projection_factory=lambda s, t: nn.Linear(s, s)), ValueError, r"to \(1, 1, 16\); it must map .* \(1, 1, 32\)"),
+])
+def test_own_loss_and_factory_setup_errors(tmp_path, train_set, tokenizer, kw, error, match):
+    with pytest.raises(error, match=match):
+        hidden_only(tmp_path, train_set, tokenizer, **kw)
+
+
+@pytest.mark.parametrize("result, error, match", [
+    (lambda h_s, h_t, w, m: own_mse(h_s, h_t, w, m).item(), TypeError, "returned a float; it must return a scalar"),
+    (lambda h_s, h_t, w, m: (w(h_s) - h_t) ** 2, ValueError, "returned a tensor of shape .*; it must return a scalar"),
+])
+def test_own_loss_with_a_wrong_result_fails_on_the_first_batch(tmp_path, train_set, tokenizer, result, error, match):
+    tr = hidden_only(tmp_path, train_set, tokenizer, hidden_loss=result)
+    tr.model.train()
+    with pytest.raises(error, match=match):
+        tr.compute_loss(tr.model, batch(train_set, tokenizer))
+
 # ================================================================================================= students
 def test_narrow_student_shapes():
     teacher = bert(4, 32, seed=2)
