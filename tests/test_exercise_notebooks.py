@@ -2,7 +2,7 @@
 
 Each check then reports "✘ … not implemented yet" (without raising: ``KD_COURSE_STRICT_CHECKS=0``, the learner's
 default), every later cell runs on the course's reference implementation and says so, and the notebook reaches its
-last cell. Notebook 02 trains only tiny models; notebook 03 loads the BERT models it cached (or trains them once, as
+last cell. Notebooks 01 and 02 train only tiny models; notebook 03 loads the BERT models it cached (or trains them once, as
 its solution would, when the cache is empty).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from course_utils import nbtool
 FALLBACK = "so the cells below use the course's reference implementation instead"
 
 
-@pytest.mark.parametrize("number", ["02", "03"])
+@pytest.mark.parametrize("number", ["01", "02", "03"])
 def test_with_every_stub_left_in_the_notebook_runs_to_its_last_cell(number, monkeypatch):
     monkeypatch.setenv("KD_COURSE_STRICT_CHECKS", "0")
     (path,) = nbtool.NOTEBOOKS_DIR.glob(f"{number}_*.ipynb")
