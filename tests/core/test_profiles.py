@@ -26,7 +26,7 @@ def no_network(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for var in ("KD_PROFILE", "HF_HUB_OFFLINE"):
+    for var in ("KD_PROFILE", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -60,13 +60,14 @@ def test_profile_dataclass():
 # ============================================================================================ explicit choice
 @pytest.mark.parametrize("value,expected", [("small", "small"), ("gpu", "gpu"), (" GPU ", "gpu"), ("Small", "small")])
 def test_kd_profile_override(monkeypatch, value, expected):
-    calls = machine(monkeypatch, cuda=not (expected == "gpu"), hub=False)
+    calls = machine(monkeypatch, cuda=not (expected == "gpu"), hub=True)
     monkeypatch.setenv("KD_PROFILE", value)
     p = select(verbose=False)
     assert p.name == expected
     assert p.offline == (expected == "small")
     assert "KD_PROFILE" in p.reason
-    assert calls == {"cuda": 0, "hub": 0}  # an override never probes the machine
+    # an override never probes for CUDA; asking for gpu checks the hub exactly once, small never does
+    assert calls == {"cuda": 0, "hub": int(expected == "gpu")}
 
 
 @pytest.mark.parametrize("value", ["invalid", "cpu", "GPUs", "smal"])
@@ -92,12 +93,12 @@ def test_empty_or_auto_kd_profile_means_auto_detection(monkeypatch, value):
 
 @pytest.mark.parametrize("name", ["small", "gpu"])
 def test_explicit_argument(monkeypatch, name):
-    calls = machine(monkeypatch, cuda=False, hub=False)
+    calls = machine(monkeypatch, cuda=False, hub=True)
     p = select(name, verbose=False)
     assert p.name == name
     assert p.reason == "requested by argument"
     assert p.offline is (name == "small")
-    assert calls == {"cuda": 0, "hub": 0}
+    assert calls == {"cuda": 0, "hub": int(name == "gpu")}
 
 
 def test_explicit_argument_beats_kd_profile(monkeypatch):
@@ -154,14 +155,14 @@ def test_cuda_with_hf_hub_offline_explains_why(monkeypatch):
 
 
 def test_verbose_false_prints_nothing(monkeypatch, capsys):
-    machine(monkeypatch, cuda=False, hub=False)
+    machine(monkeypatch, cuda=False, hub=True)
     select(verbose=False)
     select("gpu", verbose=False)
     assert capsys.readouterr().out == ""
 
 
 def test_explicit_choice_message(monkeypatch, capsys):
-    machine(monkeypatch, cuda=False, hub=False)
+    machine(monkeypatch, cuda=False, hub=True)
     monkeypatch.setenv("KD_PROFILE", "gpu")
     select()
     out = capsys.readouterr().out
@@ -202,12 +203,107 @@ def test_hub_reachable_respects_offline_variable_without_probing(monkeypatch):
     assert profiles.hub_reachable() is False
 
 
-def test_hub_reachable_probes_when_gpu_forced_despite_offline_variable(monkeypatch):
+@pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
+def test_hub_reachable_honours_offline_variable_even_when_gpu_is_asked_for(monkeypatch, value):
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    monkeypatch.setenv("KD_PROFILE", "gpu")
+    assert profiles.hub_offline() is True
+    assert profiles.hub_reachable() is False  # no probe: the no_network fixture would raise
+
+
+@pytest.mark.parametrize("value", ["0", "false", "", "no"])
+def test_hub_offline_false_values(monkeypatch, value):
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert profiles.hub_offline() is False
+
+
+def test_hub_reachable_gives_up_after_timeout_even_if_the_lookup_hangs(monkeypatch):
+    """socket's timeout does not bound the DNS lookup; the probe's own deadline does."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def hang(address, timeout):
+        release.wait(5)
+        raise OSError("released")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    start = time.perf_counter()
+    try:
+        assert profiles.hub_reachable(timeout=0.2) is False
+        assert time.perf_counter() - start < 1.5
+    finally:
+        release.set()
+
+
+def test_hub_reachable_passes_on_unexpected_errors(monkeypatch):
+    def broken(address, timeout):
+        raise KeyError("not a network error")
+
+    monkeypatch.setattr(socket, "create_connection", broken)
+    with pytest.raises(KeyError, match="not a network error"):
+        profiles.hub_reachable()
+
+
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (-1.0, ValueError), (float("nan"), ValueError),
+                                       ("2", TypeError), (None, TypeError), (True, TypeError)])
+def test_hub_reachable_rejects_bad_timeouts(bad, error):
+    with pytest.raises(error, match="timeout must be"):
+        profiles.hub_reachable(timeout=bad)
+
+
+def test_hub_address_follows_hf_endpoint(monkeypatch):
+    assert profiles.hub_address() == ("huggingface.co", 443)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example.org")
+    assert profiles.hub_address() == ("hf-mirror.example.org", 443)
+    monkeypatch.setenv("HF_ENDPOINT", "http://localhost:8080/")
+    assert profiles.hub_address() == ("localhost", 8080)
     log = []
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: FakeConnection(log, address, timeout))
+    assert profiles.hub_reachable() is True and log[0][0] == ("localhost", 8080)
+    monkeypatch.setenv("HF_ENDPOINT", "huggingface")
+    with pytest.raises(ValueError, match="HF_ENDPOINT"):
+        profiles.hub_address()
+
+
+# ==================================================================== gpu asked for, hub unreachable
+@pytest.mark.parametrize("how", ["KD_PROFILE", "argument"])
+def test_gpu_without_hub_fails_at_once_in_one_line(monkeypatch, capsys, how):
+    calls = machine(monkeypatch, cuda=True, hub=False)
+    if how == "KD_PROFILE":
+        monkeypatch.setenv("KD_PROFILE", "gpu")
+    with pytest.raises(profiles.HubUnreachableError) as err:
+        select("gpu" if how == "argument" else None)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "gpu profile" in msg and "Hugging Face hub" in msg
+    assert "huggingface.co:443 did not answer within" in msg
+    assert ("KD_PROFILE=small" if how == "KD_PROFILE" else "profile='small'") in msg
+    assert calls == {"cuda": 0, "hub": 1}  # checked once, no retries
+    assert capsys.readouterr().out == ""  # nothing claims the gpu profile was chosen
+
+
+def test_gpu_with_hf_hub_offline_names_the_variable_without_probing(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("KD_PROFILE", "gpu")
+    with pytest.raises(profiles.HubUnreachableError) as err:
+        select(verbose=False)  # the real hub_reachable: the no_network fixture proves it does not probe
+    msg = str(err.value)
+    assert "HF_HUB_OFFLINE=1 is set" in msg and "HF_HUB_OFFLINE=0" in msg and "KD_PROFILE=small" in msg
+    assert "\n" not in msg
+
+
+def test_gpu_unreachable_error_is_a_runtime_error():
+    assert issubclass(profiles.HubUnreachableError, RuntimeError)
+
+
+def test_gpu_with_hub_reachable_over_real_probe(monkeypatch):
+    log = []
     monkeypatch.setattr(socket, "create_connection", lambda address, timeout: FakeConnection(log, address, timeout))
-    assert profiles.hub_reachable() is True and len(log) == 1
+    monkeypatch.setenv("KD_PROFILE", "gpu")
+    assert select(verbose=False).name == "gpu"
+    assert log == [(("huggingface.co", 443), profiles.HUB_TIMEOUT)]
 
 
 def test_cuda_available_follows_torch(monkeypatch):
