@@ -1,6 +1,7 @@
 """The exercise generator, the sync between solutions/ and notebooks/, and the notebook contract."""
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -142,7 +143,9 @@ def test_solution_is_clean(path):
 def test_solution_follows_contract(path):
     nb = nbtool.read(path)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and code[0].source == nbtool.SETUP_CELL, "first code cell must be nbtool.SETUP_CELL verbatim"
+    assert code and code[0].source == nbtool.setup_cell(), (
+        "first code cell must be nbtool.setup_cell() verbatim; run `python -m course_utils.nbtool setup-cell "
+        f"{path.relative_to(ROOT)}` and `python -m course_utils.nbtool build`")
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "title cell first"
     header = nb.cells[0].source.lower()
     assert "objective" in header and "runtime" in header, "header needs learning objectives and measured runtime"
@@ -359,3 +362,219 @@ def test_run_variant_executes_every_cell_and_reports_the_failed_claims(tmp_path)
     assert errors == ["cell 1: AssertionError: two seeds"]
     executed = nbformat.read(str(tmp_path / "out" / "nb-SEEDS012.ipynb"), as_version=4)
     assert executed.cells[2].outputs[0]["text"] == "still running\n"
+
+
+# ------------------------------------------------------------------------ repository URL, set-up cell, Colab links
+URL = "https://github.com/kd-course/knowledge-distillation"
+FORK = "https://github.com/someone/kd-fork"
+# Where a notebook or the README names the repository the course is installed or opened from.
+COURSE_REPO_REFS = [
+    re.compile(r"git\+(?P<url>https?://\S+?)(?=[\"'\s)]|$)"),
+    re.compile(r"COURSE_REPO\s*=\s*[\"'](?P<url>[^\"']+)[\"']"),
+    re.compile(r"git clone\s+(?P<url>\S+)"),
+    re.compile(r"colab\.research\.google\.com/github/(?P<url>[^/\s)]+/[^/\s)]+)"),
+]
+GITHUB_URL = re.compile(r"https?://github\.com/[^/\s\"')]+/[^/\s\"')#]+")
+
+
+def foreign_repository_urls(text: str, url: str, code: bool = False) -> list[str]:
+    """Repository URLs in ``text`` other than ``url``: every install, clone or Colab reference, and in code every
+    GitHub URL at all (markdown may cite other projects' repositories; code has no reason to name one)."""
+    found = [m["url"] for pattern in COURSE_REPO_REFS for m in pattern.finditer(text)]
+    found = [f"https://github.com/{u}" if not u.startswith(("http", "git@", "/", "file:")) else u for u in found]
+    if code:
+        found += GITHUB_URL.findall(text)
+    return sorted({u.removesuffix(".git").rstrip("/") for u in found} - {url})
+
+
+def _pyproject(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "pyproject.toml"
+    path.write_text(body)
+    return path
+
+
+def test_repository_url_is_read_from_pyproject(tmp_path):
+    assert nbtool.repository_url() == URL  # the real pyproject.toml
+    path = _pyproject(tmp_path, f'[project]\nname = "x"\n[project.urls]\nRepository = "{FORK}.git/"\n')
+    assert nbtool.repository_url(path) == FORK  # a trailing .git or / is dropped
+
+
+@pytest.mark.parametrize("body, error, message", [
+    ('[project]\nname = "x"\n', ValueError, r"no `Repository = .*\[project.urls\]"),
+    ('[project.urls]\nHomepage = "https://example.org"\n', ValueError, "no `Repository"),
+    ('[project.urls]\nRepository = "https://gitlab.com/a/b"\n', ValueError, "not a GitHub repository URL"),
+    ('[project.urls]\nRepository = "https://github.com/only-owner"\n', ValueError, "OWNER/REPO"),
+    ('[project.urls]\nRepository = "https://github.com/a/b\\" + x"\n', ValueError, "not a GitHub"),
+    ('[project.urls]\nRepository = 3\n', TypeError, "must be a string"),
+])
+def test_repository_url_says_how_to_fix_a_bad_pyproject(tmp_path, body, error, message):
+    with pytest.raises(error, match=message):
+        nbtool.repository_url(_pyproject(tmp_path, body))
+
+
+def test_repository_url_without_pyproject_names_the_checkout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkout of the course repository"):
+        nbtool.repository_url(tmp_path / "pyproject.toml")
+
+
+def test_setup_cell_carries_the_url_once_and_is_python():
+    cell = nbtool.setup_cell(FORK)
+    assert cell.count(FORK) == 1 and URL not in cell
+    ast.parse(cell)
+    assert nbtool.setup_cell() == nbtool.SETUP_CELL  # the old constant's name still reads the generated cell
+    with pytest.raises(AttributeError):
+        nbtool.NOT_A_NAME  # noqa: B018
+    with pytest.raises(ValueError, match="not a GitHub repository URL"):
+        nbtool.setup_cell("https://github.com/a/b\"; import os; \"")
+
+
+def _run_setup_cell(monkeypatch, on_colab: bool, installed: bool) -> tuple[dict, list]:
+    """Execute the set-up cell with pip and course_utils.setup replaced by recorders."""
+    import importlib.util
+    import subprocess
+    import sys
+    import types
+
+    import course_utils
+
+    runs: list = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: runs.append(cmd))
+    monkeypatch.setattr(course_utils, "setup", lambda seed: f"profile(seed={seed})")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (real_find_spec(name, *a) if installed or name != "course_utils" else None))
+    if on_colab:
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    namespace: dict = {}
+    exec(nbtool.setup_cell(FORK), namespace)
+    return namespace, runs
+
+
+def test_setup_cell_installs_from_the_repository_on_a_fresh_colab_only(monkeypatch):
+    from importlib.metadata import version
+
+    namespace, runs = _run_setup_cell(monkeypatch, on_colab=True, installed=False)
+    assert namespace["profile"] == "profile(seed=0)"
+    assert len(runs) == 1 and runs[0][1:5] == ["-m", "pip", "install", "-q"]
+    assert runs[0][5:] == [f"git+{FORK}", f"torch=={version('torch')}"]  # the installed torch is kept
+    for on_colab, installed in [(False, False), (False, True), (True, True)]:
+        monkeypatch.undo()  # the recorders wrap what they replace: start from the real functions each time
+        namespace, runs = _run_setup_cell(monkeypatch, on_colab, installed)
+        assert runs == [] and namespace["profile"] == "profile(seed=0)"
+
+
+def _nb_with_first_code(source: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    first = nbformat.v4.new_code_cell(source)
+    first.execution_count = 1
+    first.outputs = [nbformat.v4.new_output("stream", name="stdout", text="Using profile 'small'\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# 09 · A demo: subtitle"), first, nbformat.v4.new_code_cell("x = 1")]
+    return nb
+
+
+@pytest.mark.parametrize("old", ["", "import course_utils\nprofile = course_utils.setup(seed=0)", nbtool.setup_cell(URL)])
+def test_write_setup_cell_replaces_a_setup_cell_and_keeps_its_outputs(old):
+    nb = _nb_with_first_code(old)
+    assert nbtool.write_setup_cell(nb, FORK) is True
+    assert nb.cells[1].source == nbtool.setup_cell(FORK)
+    assert nb.cells[1].outputs[0]["text"] == "Using profile 'small'\n" and nb.cells[1].execution_count == 1
+    assert [c.source for c in (nb.cells[0], nb.cells[2])] == ["# 09 · A demo: subtitle", "x = 1"]
+    assert nbtool.write_setup_cell(nb, FORK) is False  # idempotent
+
+
+def test_write_setup_cell_never_overwrites_the_notebooks_own_code():
+    nb = _nb_with_first_code("import torch\nmodel = train()")
+    with pytest.raises(ValueError, match="insert an empty code cell"):
+        nbtool.write_setup_cell(nb, FORK, name="09_demo.ipynb")
+    assert nb.cells[1].source == "import torch\nmodel = train()"
+    empty = nbformat.v4.new_notebook()
+    empty.cells = [nbformat.v4.new_markdown_cell("# only text")]
+    with pytest.raises(ValueError, match="first code cell must be the set-up cell"):
+        nbtool.write_setup_cell(empty, FORK)
+
+
+def test_update_setup_cells_check_mode_writes_nothing(tmp_path):
+    path = tmp_path / "09_demo.ipynb"
+    nbformat.write(_nb_with_first_code(nbtool.setup_cell(URL)), str(path))
+    before = path.read_text()
+    assert nbtool.update_setup_cells([path], FORK, check=True) == [str(path)]
+    assert path.read_text() == before
+    assert nbtool.update_setup_cells([path], FORK) == [str(path)]
+    assert nbtool.update_setup_cells([path], FORK, check=True) == []
+    assert FORK in path.read_text() and URL not in path.read_text()
+
+
+def test_colab_url_and_links(tmp_path):
+    assert nbtool.colab_url("notebooks/01_a.ipynb", FORK) == (
+        "https://colab.research.google.com/github/someone/kd-fork/blob/main/notebooks/01_a.ipynb")
+    for bad in ["/abs/01_a.ipynb", "../01_a.ipynb", "notebooks/01_a.py"]:
+        with pytest.raises(ValueError, match="path inside the repository"):
+            nbtool.colab_url(bad, FORK)
+    sol = tmp_path / "solutions"
+    sol.mkdir()
+    nbformat.write(_nb_with_first_code(""), str(sol / "09_demo.ipynb"))
+    block = nbtool.colab_links(sol, FORK)
+    assert block.startswith(nbtool.COLAB_BEGIN) and block.endswith(nbtool.COLAB_END)
+    assert "| 09 · A demo | [![Open In Colab]" in block
+    assert "someone/kd-fork/blob/main/notebooks/09_demo.ipynb" in block
+    assert "someone/kd-fork/blob/main/solutions/09_demo.ipynb" in block
+
+
+def test_update_readme_rewrites_only_the_block(tmp_path):
+    sol = tmp_path / "solutions"
+    sol.mkdir()
+    nbformat.write(_nb_with_first_code(""), str(sol / "09_demo.ipynb"))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{nbtool.COLAB_BEGIN}\nstale\n{nbtool.COLAB_END}\noutro\n")
+    assert nbtool.update_readme(readme, sol, FORK, check=True) is True
+    assert "stale" in readme.read_text()
+    assert nbtool.update_readme(readme, sol, FORK) is True
+    assert readme.read_text() == f"intro\n{nbtool.colab_links(sol, FORK)}\noutro\n"
+    assert nbtool.update_readme(readme, sol, FORK) is False
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="no Colab links block"):
+        nbtool.update_readme(readme, sol, FORK)
+
+
+def test_foreign_repository_urls_finds_what_it_should():
+    assert foreign_repository_urls(nbtool.setup_cell(URL), URL, code=True) == []
+    assert foreign_repository_urls(nbtool.setup_cell(FORK), URL, code=True) == [FORK]
+    assert foreign_repository_urls("pip install git+https://github.com/a/b.git", URL) == ["https://github.com/a/b"]
+    assert foreign_repository_urls("[x](https://colab.research.google.com/github/a/b/blob/main/n.ipynb)", URL) == [
+        "https://github.com/a/b"]
+    assert foreign_repository_urls("see [DistillKit](https://github.com/arcee-ai/DistillKit)", URL) == []
+    assert foreign_repository_urls("url = 'https://github.com/arcee-ai/DistillKit'", URL, code=True) == [
+        "https://github.com/arcee-ai/DistillKit"]
+
+
+NOTEBOOKS = SOLUTIONS + sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_notebook_names_no_repository_but_the_generated_one(path):
+    url = nbtool.repository_url()
+    nb = nbtool.read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].source == nbtool.setup_cell(url), (
+        f"the first code cell of {path.name} is not the generated set-up cell; run `python -m course_utils.nbtool "
+        "setup-cell` and `python -m course_utils.nbtool build`")
+    foreign = sorted({u for c in nb.cells for u in foreign_repository_urls(c.source, url, c.cell_type == "code")})
+    assert not foreign, (f"{path.name} names {foreign}, but the course repository is {url} (pyproject.toml); "
+                         "only the set-up cell, generated by `python -m course_utils.nbtool setup-cell`, names it")
+
+
+def test_readme_colab_links_are_generated_from_pyproject():
+    assert not nbtool.update_readme(check=True), (
+        "README.md's Colab links differ from pyproject.toml's repository URL or the notebooks in solutions/; "
+        "run `python -m course_utils.nbtool setup-cell`")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert foreign_repository_urls(readme, nbtool.repository_url()) == []
+    for path in SOLUTIONS:
+        assert nbtool.colab_url(f"notebooks/{path.name}") in readme
+
+
+def test_setup_cell_cli_check(capsys):
+    assert nbtool.main(["setup-cell", "--check"]) == 0
+    assert nbtool.repository_url() in capsys.readouterr().out
