@@ -9,7 +9,8 @@ tracks never import each other; see CONTRIBUTING.md for the diagram):
 - ``training``    – ``DistillationTrainer`` and the small plain-PyTorch loops.
 - ``text``        – the BERT track (notebooks 03, 04): sentiment data, BERT students, feature distillation, recipes.
 - ``vision``      – the image track (notebooks 01, 02, 04's CNNs, 07): digits, Fashion-MNIST, multi-teacher strategies.
-- ``llm``         – the language-model track (notebook 05): recipe, loading, pruning, LoRA, data, trainer, evaluation.
+- ``llm``         – the language-model track (notebooks 05, 08): recipe, loading, pruning, LoRA, data, trainer, evaluation,
+  on-policy distillation.
 - ``checks``      – the exercise checkers that print ✔ or a specific diagnosis, one module per notebook.
 - ``nbtool``      – turns ``solutions/`` into exercise ``notebooks/`` (``python -m course_utils.nbtool``).
 

@@ -81,6 +81,9 @@ POINTS: dict[str, int] = {
     # notebook 07
     "check_ensemble_soft_targets": 3,
     "check_mutual_learning_losses": 3,
+    # notebook 08
+    "check_on_policy_loss": 4,
+    "check_score_tokens": 2,
 }
 """Points of each exercise, by the checker its test cell calls. Weighted by the work an exercise asks for: a
 formula is 2, a loss with its numerical traps 3, a function that wires models together (a ``Trainer``'s

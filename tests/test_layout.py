@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent / "course_utils"
 LAYERS = {"_lazy": -1, "core": 0, "kd": 1, "evaluation": 2, "training": 3, "text": 4, "vision": 4, "llm": 4,
           "checks": 5, "nbtool": 5, "classroom": 6, "__init__": 7}
 #: The only modules that read or write the model cache (cache-or-train), besides ``core`` itself.
-CACHE_USERS = {"text.recipes", "llm.pipeline", "llm.gguf", "llm.data"}
+CACHE_USERS = {"text.recipes", "llm.pipeline", "llm.on_policy", "llm.gguf", "llm.data"}
 #: Modules at the top of their track: nothing else in the track imports them.
-TRACK_TOPS = {"text.recipes", "llm.pipeline"}
+TRACK_TOPS = {"text.recipes", "llm.pipeline", "llm.on_policy"}
 
 
 def _module_name(path: Path, root: Path) -> str:

@@ -20,6 +20,7 @@ One module per notebook; this package's ``__all__`` is the learners' API (every 
 - ``llm``         – notebook 05: ``check_sft_example``, ``check_causal_kd_loss``, ``check_rouge_l``.
 - ``evaluation``  – notebook 06: ``check_expected_calibration_error``, ``check_latency_benchmark``.
 - ``strategies``  – notebook 07: ``check_ensemble_soft_targets``, ``check_mutual_learning_losses``.
+- ``on_policy``   – notebook 08: ``check_on_policy_loss``, ``check_score_tokens``.
 
 - ``yours_or_reference(yours, reference, check=check_x)`` – what the later cells of a notebook (its training runs
   above all) use: the learner's implementation once it passes its checker, otherwise the course's reference (one
@@ -42,10 +43,11 @@ from .evaluation import check_expected_calibration_error, check_latency_benchmar
 from .features import check_hint_loss, check_layer_mapping
 from .hints import HINTS, hint
 from .llm import check_causal_kd_loss, check_rouge_l, check_sft_example
+from .on_policy import check_on_policy_loss, check_score_tokens
 from .strategies import check_ensemble_soft_targets, check_mutual_learning_losses
 
 __all__ = ["CheckFailed", "yours_or_reference", "hint", "HINTS", "check_stable_softmax", "check_entropy", "check_soft_target_loss", "check_kd_gradient",
            "check_distillation_loss", "check_kd_compute_loss", "check_layer_copy_init", "check_hint_loss",
            "check_layer_mapping", "check_sft_example", "check_causal_kd_loss", "check_rouge_l",
            "check_expected_calibration_error", "check_latency_benchmark", "check_ensemble_soft_targets",
-           "check_mutual_learning_losses"]
+           "check_mutual_learning_losses", "check_on_policy_loss", "check_score_tokens"]

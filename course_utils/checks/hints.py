@@ -128,6 +128,22 @@ HINTS: dict[str, tuple[str, ...]] = {
         "Within one student's loss the peer is a constant target: no gradient may flow into it through this term.",
         "Each loss is (1 − alpha_kd) · CE + alpha_kd · T² · KL(peer ‖ own), averaged over the batch.",
     ),
+    # ------------------------------------------------------------------------------------------ notebook 08
+    "on_policy_loss": (
+        "Only what the student wrote is graded: the positions from the end of the prompt up to its first "
+        "end-of-sequence token — which is also the padding token here, so find it by position, not by id.",
+        "The logits at position t predict token t + 1: the logits that score a completion token sit one position "
+        "earlier. Shift the logits and the mask against each other, the same way for student and teacher.",
+        "The divergence itself is generalized_jsd_loss with that mask. The teacher is a target, not a learner.",
+    ),
+    "score_tokens": (
+        "The teacher grades each written token by the log-probability it gives that token, given everything "
+        "before it.",
+        "One forward pass gives logits for every position at once; log_softmax over the vocabulary and "
+        "Tensor.gather pick one entry per position.",
+        "Position t's logits predict token t + 1, so the first token gets no score and the last logits none to "
+        "score. The teacher is never trained: no gradients.",
+    ),
 }
 
 _shown: dict[str, int] = {}

@@ -44,7 +44,7 @@ from .losses import (
     validate_temperature,
 )
 
-__all__ = ['CHUNK_ELEMENTS', 'default_chunk_size', 'check_same_vocabulary', 'chunked_distillation_loss', 'chunked_kd_loss', 'shift_labels', 'causal_lm_distillation_loss', 'topk_kd_loss', 'causal_lm_topk_distillation_loss', 'generalized_jsd_loss', 'uld_loss']
+__all__ = ['CHUNK_ELEMENTS', 'default_chunk_size', 'check_same_vocabulary', 'chunked_distillation_loss', 'chunked_kd_loss', 'shift_labels', 'causal_lm_distillation_loss', 'topk_kd_loss', 'causal_lm_topk_distillation_loss', 'generalized_jsd_loss', 'sampled_token_kd_loss', 'uld_loss']
 
 
 #: elements (positions × vocabulary) per chunk when ``chunk_size`` is left to :func:`default_chunk_size`:
@@ -600,6 +600,67 @@ def generalized_jsd_loss(
     if mask is not None:
         per_position = per_position[mask]
     return per_position.mean() * (t * t)
+
+
+# ------------------------------------------------------------------------------------------- sampled-token KD
+def sampled_token_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    tokens: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one-sample reverse-KL estimator: a policy-gradient loss whose reward is the teacher's opinion of the token
+    the student sampled.
+
+    For a token y_t the student sampled from q = softmax(z_t), the per-token *advantage* is
+
+        A_t = −(log q(y_t) − log p(y_t))        (p: the teacher; A_t is a constant: no gradient flows through it)
+
+    and the loss is −mean_t A_t · log q(y_t). Because E_{y∼q}[∇ log q(y)] = 0, its expected gradient is
+    E_{y∼q}[(log q(y) − log p(y)) ∇ log q(y)] = ∇ KL(q ‖ p): the same per-position *reverse* KL as
+    :func:`generalized_jsd_loss` with ``beta=1`` and T = 1, estimated from one token instead of summed over the
+    vocabulary — unbiased only when ``tokens`` really were sampled from the student at temperature 1. The teacher
+    sends one number per token, log p(y_t), instead of V logits.
+
+    Args:
+        student_logits: ``(..., V)`` logits at the positions that *predict* ``tokens`` (already shifted: row t
+            scores token t).
+        teacher_logprobs: ``(...)`` the teacher's log-probability of each token (e.g.
+            :func:`course_utils.llm.on_policy.score_tokens`); treated as a constant.
+        tokens: ``(...)`` integer ids of the sampled tokens.
+        mask: optional bool ``(...)``: which positions count (the completion, not the prompt or padding).
+
+    Returns:
+        ``(loss, advantages)``: the scalar loss and the detached ``(...)`` advantages A_t (minus their mean over the
+        mask is a one-sample estimate of the reverse KL).
+    """
+    _cheap_validate_logits(student_logits, "student_logits")
+    leading = tuple(student_logits.shape[:-1])
+    if not isinstance(teacher_logprobs, torch.Tensor) or not teacher_logprobs.dtype.is_floating_point \
+            or tuple(teacher_logprobs.shape) != leading:
+        raise ValueError(f"teacher_logprobs must be a float tensor of the logits' leading shape {leading} (one "
+                         "log-probability per token), got "
+                         f"{getattr(teacher_logprobs, 'dtype', type(teacher_logprobs).__name__)} "
+                         f"{tuple(getattr(teacher_logprobs, 'shape', ()))}")
+    if bool((teacher_logprobs > 1e-4).any()):
+        raise ValueError("teacher_logprobs holds values > 0: pass log-probabilities (log_softmax, then the sampled "
+                         "token's entry), not logits or probabilities")
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype.is_floating_point or tuple(tokens.shape) != leading:
+        raise ValueError(f"tokens must be an integer tensor of the logits' leading shape {leading} (the sampled ids, "
+                         f"aligned with the logits that predict them), got "
+                         f"{getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
+    vocab = student_logits.shape[-1]
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+        raise ValueError(f"token ids must lie in [0, {vocab}); got {int(tokens.min())} … {int(tokens.max())}")
+    mask = _validate_mask(mask, leading)
+    log_q = torch.log_softmax(student_logits, dim=-1).gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    advantages = -(log_q - teacher_logprobs.detach()).detach()
+    per_token = -advantages * log_q
+    if mask is not None:
+        if not bool(mask.any()):
+            raise ValueError("the mask selects no position: nothing was sampled to learn from")
+        per_token = per_token[mask]
+    return per_token.mean(), advantages
 
 
 # ----------------------------------------------------------------------------------------------------- ULD

@@ -47,7 +47,7 @@ from typing import Any
 
 from ..evaluation.peak_memory import GiB
 
-__all__ = ['GPUSpec', 'GPUS', 'ModelSpec', 'MISTRAL_7B', 'PHI_2', 'PHI_2_LORA_R16_PARAMS', 'MEASURED_H100', 'ACTIVATION_FACTOR', 'CE_LOGITS_FACTOR', 'KD_NAIVE_FACTOR', 'ULD_FACTOR', 'FORWARD_TRANSIENT_FACTOR', 'NF4_OVERHEAD_DOUBLE_QUANT', 'NF4_OVERHEAD', 'LORA_BYTES_PER_PARAM', 'BUDGET_METHODS', 'MemoryEstimate', 'detect_gpu', 'estimate_training_memory', 'estimate_for', 'teacher_footprint_gib', 'reference_comparison', 'Recommendation', 'recommend']
+__all__ = ['GPUSpec', 'GPUS', 'ModelSpec', 'MISTRAL_7B', 'PHI_2', 'PHI_2_LORA_R16_PARAMS', 'SMOLLM2_1_7B', 'SMOLLM2_360M', 'SMOLLM2_360M_LORA_R16_PARAMS', 'MEASURED_H100', 'ACTIVATION_FACTOR', 'CE_LOGITS_FACTOR', 'KD_NAIVE_FACTOR', 'ULD_FACTOR', 'FORWARD_TRANSIENT_FACTOR', 'NF4_OVERHEAD_DOUBLE_QUANT', 'NF4_OVERHEAD', 'LORA_BYTES_PER_PARAM', 'BUDGET_METHODS', 'MemoryEstimate', 'detect_gpu', 'estimate_training_memory', 'estimate_for', 'teacher_footprint_gib', 'reference_comparison', 'Recommendation', 'recommend']
 
 
 # ------------------------------------------------------------------------------------------- presets
@@ -94,6 +94,12 @@ class ModelSpec:
 MISTRAL_7B = ModelSpec("Mistral-7B", 7_241_732_096, 4096, 32, 32_000, 14_336, 32, 8, 262_410_240)
 #: microsoft/phi-2: 2.78 B parameters, 51 200 logits (50 295 real tokens, padded), untied head with bias.
 PHI_2 = ModelSpec("Phi-2", 2_779_683_840, 2560, 32, 51_200, 10_240, 32, 32, 263_101_440)
+#: HuggingFaceTB/SmolLM2-1.7B-Instruct and SmolLM2-360M-Instruct (their config.json): one 49 152-token vocabulary,
+#: tied embeddings — notebook 08's gpu pair for on-policy KD.
+SMOLLM2_1_7B = ModelSpec("SmolLM2-1.7B", 1_711_376_384, 2048, 24, 49_152, 8192, 32, 32, 100_663_296)
+SMOLLM2_360M = ModelSpec("SmolLM2-360M", 361_821_120, 960, 32, 49_152, 2560, 15, 5, 47_185_920)
+#: LoRA r = 16 on all seven projections of SmolLM2-360M: 32 layers × 16 × (2·(960 + 960) + 2·(960 + 320) + 3·(960 + 2560)).
+SMOLLM2_360M_LORA_R16_PARAMS = 8_683_520
 #: LoRA r = 16 on q_proj, k_proj, v_proj, dense of Phi-2: 32 layers × 4 modules × 16 × (2560 + 2560).
 PHI_2_LORA_R16_PARAMS = 10_485_760
 
