@@ -7,9 +7,10 @@ Modules:
 - ``assets``      – fetch and locate the offline weights and data that ship inside registry packages
 - ``cache``       – trained models and computed results under the course cache, keyed by the fingerprint of their recipe; one atomic save
 - ``hf``          – ``transformers`` helpers: quiet loading, a classifier's logits over a tokenised dataset, embedding rows
+- ``claims``      – ``claim()``: a results claim, asserted (reported, not asserted, in the gpu profile's smoke run)
 """
 
-__all__ = ['profiles', 'environment', 'assets', 'cache', 'hf']
+__all__ = ['profiles', 'environment', 'assets', 'cache', 'hf', 'claims']
 
 from .._lazy import lazy_submodules
 

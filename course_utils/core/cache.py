@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import assets
+from . import assets, profiles
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -31,9 +31,16 @@ META_FILE = "kd_course.json"
 
 
 def models_dir(profile: str = "small") -> Path:
-    """``<cache_dir>/models/<profile>`` (not created)."""
+    """``<cache_dir>/models/<profile>`` (not created).
+
+    In the gpu profile's smoke run (``KD_SMOKE=1``, :func:`course_utils.core.profiles.smoke_active`) the gpu
+    profile's entries live under ``<cache_dir>/models/gpu-smoke`` instead, so a smoke run's tiny stand-ins never
+    take the place of a real gpu model in the cache.
+    """
     if profile not in ("small", "gpu"):
         raise ValueError(f"unknown profile {profile!r}; expected 'small' or 'gpu'")
+    if profile == "gpu" and profiles.smoke_active():
+        return assets.cache_dir() / "models" / "gpu-smoke"
     return assets.cache_dir() / "models" / profile
 
 

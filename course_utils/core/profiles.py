@@ -3,6 +3,11 @@
 ``small``: offline, CPU, minutes; real weights and data that ship inside registry packages (see ``assets``).
 ``gpu``:   Colab T4 / A100 with the hub reachable; full-size models (bert-base, Mistral-7B, Phi-2, Dolly).
 
+``KD_PROFILE=gpu KD_SMOKE=1`` is the gpu profile's *smoke run*: the same code path on CPU, offline, in seconds. The
+loaders then build stand-ins that keep everything but the size (the real model classes with tiny random-weight
+configs, the real tokenizers, local data with the hub datasets' schemas), the recipes train one or two steps, and
+:func:`course_utils.core.claims.claim` reports a results claim it cannot check instead of asserting it.
+
 Notebook code after ``select()`` is identical for both; only what a profile names differs.
 """
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 __all__ = ['PROFILE_NAMES', 'HUB_HOST', 'HUB_TIMEOUT', 'Profile', 'HubUnreachableError', 'cuda_available',
-           'hub_offline', 'hub_address', 'hub_reachable', 'select']
+           'hub_offline', 'hub_address', 'hub_reachable', 'SMOKE_ENV', 'smoke_active', 'select']
 
 
 PROFILE_NAMES = ("small", "gpu")
@@ -32,11 +37,14 @@ class Profile:
         name: ``"small"`` or ``"gpu"``.
         reason: one sentence saying why this profile was chosen (printed by ``select``).
         offline: whether the Hugging Face offline variables must be set (always True for ``small``).
+        smoke: the gpu profile's smoke run (``KD_SMOKE=1``): tiny stand-ins of the gpu models and data, on CPU,
+            offline (see :func:`smoke_active`).
     """
 
     name: str
     reason: str
     offline: bool
+    smoke: bool = False
 
     @property
     def is_small(self) -> bool:
@@ -111,6 +119,26 @@ def hub_reachable(timeout: float = HUB_TIMEOUT) -> bool:
     return result.get("ok") is True
 
 
+SMOKE_ENV = "KD_SMOKE"
+"""Environment variable: ``1`` with ``KD_PROFILE=gpu`` runs the gpu profile's code path as a smoke run."""
+
+
+def smoke_active() -> bool:
+    """True when ``KD_SMOKE=1``: the gpu profile's smoke run (stand-ins that keep everything but the size).
+
+    The loaders and recipes of every layer read it to choose their stand-ins; notebooks never do (their only route
+    is :func:`course_utils.core.claims.claim`).
+
+    Raises:
+        ValueError: ``KD_SMOKE`` is set to anything but ``0``, ``1`` or the empty string.
+    """
+    value = os.environ.get(SMOKE_ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{SMOKE_ENV}={value!r}: use 1 (smoke run of the gpu profile, with KD_PROFILE=gpu) "
+                         "or 0 / unset (the normal course)")
+    return value == "1"
+
+
 def _require_hub(source: str) -> None:
     """Raise :class:`HubUnreachableError` (one line: why, and how to switch back) unless the hub is reachable."""
     if hub_reachable():
@@ -135,6 +163,9 @@ def select(name: str | None = None, verbose: bool = True) -> Profile:
     ``course.sh`` sets by default, counts as "does not answer"); otherwise ``small``. Asking for ``gpu`` (argument or
     ``KD_PROFILE``) checks the hub once, the same way, and fails at once where it is unreachable.
 
+    With ``KD_SMOKE=1`` (:func:`smoke_active`) ``gpu`` must be asked for; it is then chosen without the hub check,
+    offline, with ``smoke=True``: the smoke run of the gpu code path on CPU.
+
     Args:
         name: ``"small"``, ``"gpu"`` or None (use ``KD_PROFILE`` / auto).
         verbose: print the choice and the reason.
@@ -143,12 +174,17 @@ def select(name: str | None = None, verbose: bool = True) -> Profile:
         ValueError: for any other name, e.g. a typo in ``KD_PROFILE``.
         TypeError: if ``name`` is neither a string nor None.
         HubUnreachableError: ``gpu`` was asked for but the hub is unreachable or ``HF_HUB_OFFLINE=1`` is set.
+        ValueError: ``KD_SMOKE=1`` is set but the gpu profile was not asked for, or ``KD_SMOKE`` is invalid.
     """
+    smoke = smoke_active()
     source = "argument"
     if name is None:
         env = os.environ.get("KD_PROFILE", "").strip().lower()
         if env and env != "auto":
             name, source = env, "KD_PROFILE"
+    if smoke and not (isinstance(name, str) and name.strip().lower() == "gpu"):
+        raise ValueError(f"{SMOKE_ENV}=1 runs the gpu profile's code path as a smoke run, but the gpu profile was not "
+                         f"asked for; set KD_PROFILE=gpu too, or unset {SMOKE_ENV}")
     if name is not None:
         if not isinstance(name, str):
             raise TypeError(f"profile name must be a string such as 'small' or 'gpu', got {type(name).__name__}")
@@ -158,7 +194,11 @@ def select(name: str | None = None, verbose: bool = True) -> Profile:
                 f"unknown profile {name!r} (from {source}); use one of {PROFILE_NAMES}, "
                 "e.g. `KD_PROFILE=small` for the offline CPU version"
             )
-        if name == "gpu":
+        if name == "gpu" and smoke:
+            profile = Profile("gpu", f"requested by {source}; smoke run ({SMOKE_ENV}=1): tiny stand-ins of the gpu "
+                                     "models and data, on CPU, offline, results claims not checked",
+                              offline=True, smoke=True)
+        elif name == "gpu":
             # Without this check the first from_pretrained retries for ~25 s and ends in transformers' own OSError.
             _require_hub(source)
             profile = Profile("gpu", f"requested by {source}", offline=False)

@@ -287,3 +287,13 @@ def test_lookup_is_the_read_side_of_save_entry(course_cache, monkeypatch):
     assert cache.lookup("entry", fp, honour_retrain=False) == {"seconds": 2.0}
     with pytest.raises(TypeError, match="fingerprint must be a dict"):
         cache.lookup("entry", ["lr", 1e-3])
+
+
+def test_smoke_run_keeps_gpu_entries_apart(course_cache, monkeypatch):
+    monkeypatch.setenv("KD_SMOKE", "1")
+    assert cache.models_dir("gpu") == course_cache / "models" / "gpu-smoke"
+    assert cache.models_dir("small") == course_cache / "models" / "small"
+    cache.save(tiny_bert(), "m", FINGERPRINT, profile="gpu")
+    assert (course_cache / "models" / "gpu-smoke" / "m").is_dir() and not (course_cache / "models" / "gpu").exists()
+    monkeypatch.setenv("KD_SMOKE", "0")
+    assert cache.load_meta("m", "gpu") is None

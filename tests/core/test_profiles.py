@@ -26,7 +26,7 @@ def no_network(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for var in ("KD_PROFILE", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
+    for var in ("KD_PROFILE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "KD_SMOKE"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -313,3 +313,50 @@ def test_cuda_available_follows_torch(monkeypatch):
     assert profiles.cuda_available() is True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert profiles.cuda_available() is False
+
+
+# ================================================================================================ smoke run
+@pytest.mark.parametrize("value, active", [("", False), ("0", False), ("1", True), (" 1 ", True)])
+def test_smoke_active(monkeypatch, value, active):
+    monkeypatch.setenv("KD_SMOKE", value)
+    assert profiles.smoke_active() is active
+
+
+def test_smoke_active_unset():
+    assert profiles.smoke_active() is False
+
+
+@pytest.mark.parametrize("value", ["yes", "2", "true"])
+def test_smoke_active_rejects_other_values(monkeypatch, value):
+    monkeypatch.setenv("KD_SMOKE", value)
+    with pytest.raises(ValueError, match="KD_SMOKE=.*use 1"):
+        profiles.smoke_active()
+
+
+@pytest.mark.parametrize("how", ["env", "argument"])
+def test_smoke_selects_gpu_without_the_hub(monkeypatch, how):
+    calls = machine(monkeypatch, cuda=False, hub=False)
+    monkeypatch.setenv("KD_SMOKE", "1")
+    if how == "env":
+        monkeypatch.setenv("KD_PROFILE", "gpu")
+    p = select("gpu" if how == "argument" else None, verbose=False)
+    assert p.name == "gpu" and p.smoke and p.offline and "smoke run" in p.reason
+    assert calls == {"cuda": 0, "hub": 0}
+
+
+def test_profile_smoke_defaults_to_false():
+    assert Profile("gpu", "x", offline=False).smoke is False
+
+
+@pytest.mark.parametrize("profile", [None, "small"])
+def test_smoke_needs_the_gpu_profile(monkeypatch, profile):
+    machine(monkeypatch, cuda=False, hub=False)
+    monkeypatch.setenv("KD_SMOKE", "1")
+    with pytest.raises(ValueError, match="set KD_PROFILE=gpu"):
+        select(profile, verbose=False)
+
+
+def test_smoke_prints_its_reason(monkeypatch, capsys):
+    monkeypatch.setenv("KD_SMOKE", "1")
+    select("gpu")
+    assert "smoke run (KD_SMOKE=1)" in capsys.readouterr().out
