@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .recipe import LLMRecipe
 
 
-__all__ = ['TOPICS', 'TASKS', 'ARITHMETIC', 'PROMPT_STYLES', 'instruction_set', 'dolly_prompts', 'instruction_prompts', 'format_prompt', 'generate', 'teacher_responses', 'FILTER_REASONS', 'repetition_ratio', 'is_refusal', 'filter_responses', 'ExampleFn', 'sft_example', 'sft_dataset', 'CausalLMCollator']
+__all__ = ['TOPICS', 'TASKS', 'ARITHMETIC', 'PROMPT_STYLES', 'instruction_set', 'dolly_prompts', 'instruction_prompts', 'format_prompt', 'left_pad', 'generate', 'teacher_responses', 'FILTER_REASONS', 'repetition_ratio', 'is_refusal', 'filter_responses', 'ExampleFn', 'sft_example', 'sft_dataset', 'CausalLMCollator']
 
 
 TOPICS = (
@@ -191,6 +191,27 @@ def _encode(tokenizer: Any, text: str, style: str) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------ generation
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """``(ids, attention_mask)``, both ``(len(rows), longest row)`` long tensors: ``rows`` padded on the **left**
+    with ``pad_id`` (mask 0 there), the layout batched decoder-only generation needs (every prompt ends where
+    generation starts).
+
+    Raises:
+        ValueError: ``rows`` is empty or one of them is.
+    """
+    import torch
+
+    if not rows or any(len(row) == 0 for row in rows):
+        raise ValueError("rows must be a non-empty list of non-empty token-id lists (tokenise the prompts first)")
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids, mask
+
+
 def generate(model: "nn.Module", tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 40,
              batch_size: int = 32, style: str = "chat", progress: bool = False) -> list[dict]:
     """Greedy responses to already formatted ``prompts``, batched; one dict per prompt, in the input order.
@@ -228,12 +249,8 @@ def generate(model: "nn.Module", tokenizer: Any, prompts: Sequence[str], max_new
     try:
         for start in batches:
             idx = order[start:start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]):] = 1
+            ids, mask = left_pad([encoded[i] for i in idx], pad_id)
+            width = ids.shape[1]
             with torch.inference_mode():
                 gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                      max_new_tokens=max_new_tokens, pad_token_id=pad_id,

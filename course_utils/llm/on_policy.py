@@ -23,7 +23,7 @@ import torch
 from ..core import cache
 from ..evaluation.text_metrics import rouge_l
 from ..kd.llm_losses import generalized_jsd_loss, sampled_token_kd_loss
-from .data import _encode, format_prompt
+from .data import _encode, format_prompt, left_pad
 from .models import add_lora
 from .recipe import LLAMA_LORA_TARGETS, LLMRecipe, llm_recipe
 
@@ -92,23 +92,13 @@ class Rollout:
     seconds: float = 0.0
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
-        mask[i, width - len(row):] = 1
-    return ids, mask
-
-
 def prompt_batch(tokenizer: Any, records: Sequence[dict], r: LLMRecipe) -> tuple[torch.Tensor, torch.Tensor]:
     """``(prompt_ids, prompt_mask)``, both ``(B, P)``: the student's chat prompts of ``records``, left-padded."""
     if not records:
         raise ValueError("records is empty: pass at least one {'instruction': …} record")
     rows = [_encode(tokenizer, format_prompt(tokenizer, rec["instruction"], rec.get("context", ""), r.student_prompt,
                                              r.system_prompt), r.student_prompt) for rec in records]
-    return _left_pad(rows, _pad_id(tokenizer))
+    return left_pad(rows, _pad_id(tokenizer))
 
 
 def _pad_id(tokenizer: Any) -> int:

@@ -179,3 +179,17 @@ def test_sft_dataset_example_fn_errors(monkeypatch, tmp_path, fn, error, match):
     recs = [{"instruction": "Give one fact about tea.", "context": "", "response": "Tea is hot."}]
     with pytest.raises(error, match=match):
         data.sft_dataset(recs, tiny.toy_char_tokenizer(), r, example_fn=fn)
+
+
+# ---------------------------------------------------------------------------------------------------- left_pad
+def test_left_pad_puts_padding_before_each_row():
+    ids, mask = data.left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert ids.dtype == mask.dtype == torch.long
+
+
+@pytest.mark.parametrize("rows", [[], [[1, 2], []]])
+def test_left_pad_rejects_empty_input(rows):
+    with pytest.raises(ValueError, match="non-empty"):
+        data.left_pad(rows, pad_id=0)
