@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ['OnPolicyConfig', 'Rollout', 'METHODS', 'prompt_batch', 'completion_mask', 'sample_completions',
            'teacher_text_batch', 'score_tokens', 'on_policy_loss', 'train_on_policy', 'evaluate_students',
-           'per_position_reverse_kl', 'on_policy_recipe', 'exposure_profile', 'gradient_noise']
+           'per_position_reverse_kl', 'on_policy_recipe', 'exposure_profile', 'rescore', 'gradient_noise']
 
 #: ``sft``: cross-entropy on the teacher's text. ``gkd``: generalized JSD on a λ-mix of student samples and teacher
 #: text (λ = 0 is token-level KD on the teacher's text). ``sampled``: the one-sample reverse-KL policy gradient on
@@ -269,12 +269,25 @@ def train_on_policy(r: LLMRecipe, pruned: "nn.Module", teacher: "nn.Module", tok
                                 config=asdict(config), seconds_budget=seconds_budget,
                                 n_records=len(train_records), evaluated=evaluate is not None)
     name = _run_name(method, lmbda, beta, seed, config.steps, seconds_budget is not None)
-    if use_cache and not custom:
-        hit = cache.lookup(name, fingerprint, r.profile, needs="value.json")
-        if hit is not None:
-            import json
+    trained: dict[str, "nn.Module"] = {}
 
-            return json.loads((cache.model_dir(name, r.profile) / "value.json").read_text())
+    def run() -> dict:
+        info, trained["adapter"] = _train(r, pruned, teacher, tokenizer, train_records, method, lmbda, beta, seed,
+                                          config, seconds_budget, evaluate, loss_fn, score_fn, progress)
+        return info
+
+    if use_cache and not custom:
+        info, _ = cache.cached_json(name, fingerprint, run, r.profile, verbose=False)
+    else:
+        info = run()
+    return {**info, **trained}
+
+
+def _train(r: LLMRecipe, pruned: "nn.Module", teacher: "nn.Module", tokenizer: Any, train_records: Sequence[dict],
+           method: str, lmbda: float, beta: float, seed: int, config: OnPolicyConfig, seconds_budget: float | None,
+           evaluate: Callable[["nn.Module"], dict] | None, loss_fn: LossFn, score_fn: ScoreFn,
+           progress: bool) -> tuple[dict, "nn.Module"]:
+    """:func:`train_on_policy`'s loop, uncached: ``(info without the adapter, the trained student)``."""
     eos, pad = int(tokenizer.eos_token_id), int(_pad_id(tokenizer))
     student = add_lora(copy.deepcopy(pruned), r, seed=seed)
     student.train()
@@ -325,13 +338,7 @@ def train_on_policy(r: LLMRecipe, pruned: "nn.Module", teacher: "nn.Module", tok
         info["at_budget"] = evaluate(student) if evaluate and step > config.steps else info["at_steps"]
         info["steps_at_budget"] = step
     student.eval()
-    if use_cache and not custom:
-        import json
-
-        cache.save_entry(name, fingerprint, {"seconds": round(elapsed, 1)}, r.profile,
-                         lambda d: (d / "value.json").write_text(json.dumps(info)))
-    info["adapter"] = student
-    return info
+    return info, student
 
 
 # -------------------------------------------------------------------------------------------------- evaluation
@@ -383,18 +390,27 @@ def evaluate_students(model: "nn.Module", teacher: "nn.Module", tokenizer: Any, 
             "samples": texts[:n]}
 
 
+def _token_logprobs(logits: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+    """``(B, L − 1)`` log-probabilities of each next token under ``(B, L, V)`` logits: what :func:`score_tokens`
+    returns, from logits already computed."""
+    return torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
 def exposure_profile(model: "nn.Module", teacher: "nn.Module", tokenizer: Any, r: LLMRecipe,
-                     records: Sequence[dict], score_fn: ScoreFn | None = None, max_new_tokens: int = 32,
-                     seed: int = 0) -> dict:
+                     records: Sequence[dict], max_new_tokens: int = 32, seed: int = 0) -> dict:
     """How the teacher grades ``model``'s own sampled text against the teacher's text, position by position.
 
     ``model`` samples a completion of each prompt (temperature 1, seeded); the same prompts with the teacher's
     cached responses are the teacher-written text. On both, per completion position k (0 = first token):
-    ``reverse_kl[k]`` = mean KL(model ‖ teacher) and ``teacher_logprob[k]`` = mean log p_teacher(token), from
-    ``score_fn`` (default :func:`score_tokens`). Returns ``{"own": {...}, "teacher_text": {...}}`` with lists and the
-    number of sequences still running at each position (``count``).
+    ``reverse_kl[k]`` = mean KL(model ‖ teacher) and ``teacher_logprob[k]`` = mean log p_teacher(token), from one
+    teacher forward pass per text. The result is JSON-able (cache it with :func:`course_utils.core.cache.cached_json`).
+
+    Returns:
+        ``{"own": {...}, "teacher_text": {...}}``, each with the per-position lists ``reverse_kl``,
+        ``teacher_logprob`` and ``count`` (sequences still running at position k), their token means
+        ``mean_reverse_kl`` and ``mean_teacher_logprob``, and the scored text itself (``sequences``,
+        ``attention_mask``, ``completion`` as 0/1 lists, ``row_logprob_sums``, ``row_tokens``) for :func:`rescore`.
     """
-    score_fn = score_fn or score_tokens
     eos, pad = int(tokenizer.eos_token_id), int(_pad_id(tokenizer))
     ids, mask = prompt_batch(tokenizer, records, r)
     rollouts = {"own": sample_completions(model, ids, mask, eos, pad, max_new_tokens, 1.0, seed=seed),
@@ -406,13 +422,13 @@ def exposure_profile(model: "nn.Module", teacher: "nn.Module", tokenizer: Any, r
         for key, batch in rollouts.items():
             with torch.no_grad():
                 z = model(input_ids=batch.sequences, attention_mask=batch.attention_mask).logits[:, :-1]
-                v = teacher(input_ids=batch.sequences, attention_mask=batch.attention_mask).logits[:, :-1]
-            kl = per_position_reverse_kl(z, v)
-            logp = score_fn(teacher, batch.sequences, batch.attention_mask)
+                v = teacher(input_ids=batch.sequences, attention_mask=batch.attention_mask).logits
+            kl = per_position_reverse_kl(z, v[:, :-1])
+            logp = _token_logprobs(v, batch.sequences)
             keep = batch.completion[:, 1:]
             p = batch.prompt_length - 1  # column p scores the first completion token
             width = int(keep[:, p:].sum(1).max())
-            rows = {"reverse_kl": [], "teacher_logprob": [], "count": []}
+            rows: dict[str, Any] = {"reverse_kl": [], "teacher_logprob": [], "count": []}
             for k in range(width):
                 m = keep[:, p + k]
                 rows["count"].append(int(m.sum()))
@@ -420,10 +436,43 @@ def exposure_profile(model: "nn.Module", teacher: "nn.Module", tokenizer: Any, r
                 rows["teacher_logprob"].append(round(float(logp[:, p + k][m].mean()), 4))
             rows["mean_reverse_kl"] = round(float(kl[keep].mean()), 4)
             rows["mean_teacher_logprob"] = round(float(logp[keep].mean()), 4)
+            rows.update(sequences=batch.sequences.tolist(), attention_mask=batch.attention_mask.tolist(),
+                        completion=batch.completion.int().tolist(),
+                        row_logprob_sums=[float(x) for x in (logp * keep).sum(1)],
+                        row_tokens=[int(x) for x in keep.sum(1)])
             out[key] = rows
     finally:
         model.train(was_training)
     return out
+
+
+def rescore(scored: dict, teacher: "nn.Module", score_fn: ScoreFn, rows: int = 8) -> tuple[float, float]:
+    """Score the first ``rows`` texts of one side of :func:`exposure_profile` (``profile["own"]`` or
+    ``profile["teacher_text"]``) again with ``score_fn(teacher, sequences, attention_mask)`` → ``(B, L − 1)``.
+
+    Returns:
+        ``(mean teacher log p per completion token by score_fn, the same mean as exposure_profile measured it)``.
+
+    Raises:
+        ValueError: ``scored`` is not one side of an exposure profile, ``rows`` is not a positive integer, or
+            ``score_fn`` returns another shape than ``(B, L − 1)``.
+    """
+    needed = {"sequences", "attention_mask", "completion", "row_logprob_sums", "row_tokens"}
+    if not isinstance(scored, dict) or not needed <= set(scored):
+        raise ValueError("scored must be one side of exposure_profile's result, e.g. profile['own'] "
+                         f"(a dict with {sorted(needed)})")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"rows must be a positive integer, got {rows!r}")
+    sequences = torch.tensor(scored["sequences"][:rows])
+    attention = torch.tensor(scored["attention_mask"][:rows])
+    logp = score_fn(teacher, sequences, attention)
+    expected = (sequences.shape[0], sequences.shape[1] - 1)
+    if not isinstance(logp, torch.Tensor) or tuple(logp.shape) != expected:
+        raise ValueError(f"score_fn returned {tuple(getattr(logp, 'shape', ()))}, expected {expected} "
+                         "(one log-probability per next token: batch × (length − 1))")
+    keep = torch.tensor(scored["completion"][:rows], dtype=torch.bool)[:, 1:]
+    n = sum(scored["row_tokens"][:rows])
+    return float(logp.detach().float()[keep].sum()) / n, sum(scored["row_logprob_sums"][:rows]) / n
 
 
 def gradient_noise(pruned: "nn.Module", teacher: "nn.Module", tokenizer: Any, r: LLMRecipe, records: Sequence[dict],

@@ -142,6 +142,44 @@ def test_a_custom_loss_is_the_one_that_trains(pair):
     assert len(calls) == 2 and mine["losses"] == ref["losses"]
 
 
+def test_a_run_is_cached_and_read_back_without_the_adapter(pair, course_cache):
+    student, teacher, tok = pair
+    cfg = on_policy.OnPolicyConfig(steps=2, prompts_per_step=2, max_new_tokens=4)
+    first = on_policy.train_on_policy(_recipe(), student, teacher, tok, RECORDS, lmbda=1.0, config=cfg, progress=False)
+    again = on_policy.train_on_policy(_recipe(), student, teacher, tok, RECORDS, lmbda=1.0, config=cfg, progress=False)
+    assert "adapter" in first and "adapter" not in again     # the second call trained nothing
+    assert again["losses"] == first["losses"] and again["step_seconds"] == first["step_seconds"]
+    assert (course_cache / "models" / "small" / "onpolicy-gkd-l1-b0.5-s0-n2" / "value.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------- exposure bias
+def test_exposure_profile_scores_own_and_teacher_text(pair):
+    student, teacher, tok = pair
+    prof = on_policy.exposure_profile(student, teacher, tok, _recipe(), RECORDS, max_new_tokens=5)
+    teacher_text = on_policy.teacher_text_batch(tok, RECORDS, _recipe(), tok.eos_token_id)
+    side = prof["teacher_text"]
+    assert side["sequences"] == teacher_text.sequences.tolist()
+    assert side["row_tokens"] == teacher_text.completion.sum(1).tolist() and side["count"][0] == len(RECORDS)
+    logp = on_policy.score_tokens(teacher, teacher_text.sequences, teacher_text.attention_mask)
+    keep = teacher_text.completion[:, 1:]
+    assert side["mean_teacher_logprob"] == pytest.approx(float(logp[keep].mean()), abs=1e-4)
+    for key in ("own", "teacher_text"):
+        assert len(prof[key]["reverse_kl"]) == len(prof[key]["count"]) and min(prof[key]["reverse_kl"]) >= 0
+
+
+def test_rescore_agrees_with_the_measurement_and_names_a_wrong_shape(pair):
+    student, teacher, tok = pair
+    own = on_policy.exposure_profile(student, teacher, tok, _recipe(), RECORDS, max_new_tokens=5)["own"]
+    yours, measured = on_policy.rescore(own, teacher, on_policy.score_tokens, rows=2)
+    assert yours == pytest.approx(measured, abs=1e-5)
+    with pytest.raises(ValueError, match="expected"):
+        on_policy.rescore(own, teacher, lambda m, s, a: on_policy.score_tokens(m, s, a)[:, 1:])
+    with pytest.raises(ValueError, match="exposure_profile"):
+        on_policy.rescore({"sequences": []}, teacher, on_policy.score_tokens)
+    with pytest.raises(ValueError, match="rows"):
+        on_policy.rescore(own, teacher, on_policy.score_tokens, rows=0)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(method="ppo"), "method"), (dict(lmbda=1.5), "lmbda"), (dict(beta=-0.1), "beta"),
     (dict(method="sampled", lmbda=0.5), "lmbda=1"), (dict(method="sft", lmbda=1.0), "lmbda=0"),
