@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ..core.cache import cached_json
+from ..core.profiles import smoke_active
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .recipe import LLMRecipe
 
 
-__all__ = ['TOPICS', 'TASKS', 'ARITHMETIC', 'PROMPT_STYLES', 'instruction_set', 'dolly_prompts', 'instruction_prompts', 'format_prompt', 'left_pad', 'generate', 'teacher_responses', 'FILTER_REASONS', 'repetition_ratio', 'is_refusal', 'filter_responses', 'ExampleFn', 'sft_example', 'sft_dataset', 'CausalLMCollator']
+__all__ = ['TOPICS', 'TASKS', 'ARITHMETIC', 'PROMPT_STYLES', 'instruction_set', 'DOLLY_CATEGORIES', 'smoke_dolly', 'dolly_prompts', 'instruction_prompts', 'format_prompt', 'left_pad', 'generate', 'teacher_responses', 'FILTER_REASONS', 'repetition_ratio', 'is_refusal', 'filter_responses', 'ExampleFn', 'sft_example', 'sft_dataset', 'CausalLMCollator']
 
 
 TOPICS = (
@@ -121,7 +122,42 @@ def instruction_set(n_train: int = 192, n_heldout: int = 48, seed: int = 0, arit
     return DatasetDict({"train": Dataset.from_list(train), "heldout": Dataset.from_list(heldout)})
 
 
+DOLLY_CATEGORIES = ("open_qa", "general_qa", "classification", "closed_qa", "brainstorming",
+                    "information_extraction", "summarization", "creative_writing")
+"""databricks-dolly-15k's eight ``category`` values."""
+
+
+def smoke_dolly(n_rows: int = 24, seed: int = 0) -> "Dataset":
+    """The smoke run's stand-in of databricks-dolly-15k's ``train`` split: its exact schema, ``n_rows`` rows.
+
+    Columns ``instruction``, ``context``, ``response``, ``category`` (all strings, in dolly's order). Instructions
+    are the course's instruction set (:func:`instruction_set`); categories cycle through :data:`DOLLY_CATEGORIES`;
+    the context-based categories (``closed_qa``, ``information_extraction``, ``summarization``) get a context
+    sentence, the others an empty one, as in dolly; responses are placeholders (sequence-level KD drops them).
+
+    Raises:
+        ValueError: ``n_rows`` is not an integer ≥ 2.
+    """
+    from datasets import Dataset
+
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 2:
+        raise ValueError(f"n_rows must be an integer ≥ 2, got {n_rows!r}")
+    prompts = instruction_set(n_rows - 1, 1, seed=seed)
+    instructions = list(prompts["train"]["instruction"]) + list(prompts["heldout"]["instruction"])
+    categories = [DOLLY_CATEGORIES[i % len(DOLLY_CATEGORIES)] for i in range(n_rows)]
+    with_context = ("closed_qa", "information_extraction", "summarization")
+    return Dataset.from_dict({
+        "instruction": instructions,
+        "context": ["Bees make honey, and trains run on rails." if c in with_context else "" for c in categories],
+        "response": ["A stand-in response." for _ in categories],
+        "category": categories,
+    })
+
+
 def _load_dolly() -> "Dataset":  # separated so tests can replace the download
+    """databricks-dolly-15k's ``train`` split; in the gpu profile's smoke run, :func:`smoke_dolly` instead."""
+    if smoke_active():
+        return smoke_dolly()
     from datasets import load_dataset
 
     return load_dataset("databricks/databricks-dolly-15k", split="train")

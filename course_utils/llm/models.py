@@ -1,23 +1,33 @@
 """Loading and shaping causal LMs: tokenizers, fp32/fp16 and 4-bit NF4 loading (bitsandbytes), the real Mistral and GPT-2
 tokenizers from the offline assets, vocabulary size, decoder-layer pruning, LoRA adapters and merging.
+
+In the gpu profile's smoke run (``KD_SMOKE=1``) the loaders resolve the gpu recipe's hub ids (Mistral-7B-Instruct,
+Phi-2) to :func:`smoke_lm_standins`: the same classes with tiny random-weight configs and the real tokenizers, loaded
+by the same ``from_pretrained`` calls (the teacher in 4-bit through bitsandbytes).
 """
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..core import assets
 from ..core.hf import quiet_load
+from ..core.profiles import smoke_active
 from .gguf import _empty_like_class
-from .recipe import LLMRecipe
+from .recipe import GPU_STUDENT, GPU_TEACHER, LLMRecipe
+from .tiny import save_gpu_standins
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-__all__ = ['load_lm_tokenizer', 'load_causal_lm', 'load_4bit', 'load_lm_teacher', 'load_student_base', 'mistral_tokenizer', 'gpt2_tokenizer', 'vocabulary_size', 'decoder_layers', 'prune_layers', 'lora_config', 'add_lora', 'merge_lora', 'memory_footprint_mb']
+__all__ = ['smoke_lm_standins', 'resolve', 'load_lm_tokenizer', 'load_causal_lm', 'load_4bit', 'load_lm_teacher', 'load_student_base', 'mistral_tokenizer', 'gpt2_tokenizer', 'vocabulary_size', 'decoder_layers', 'prune_layers', 'lora_config', 'add_lora', 'merge_lora', 'memory_footprint_mb']
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -34,6 +44,25 @@ def _torch_dtype(name: str) -> "torch.dtype":
     return dtypes[name]
 
 
+@functools.lru_cache(maxsize=None)
+def smoke_lm_standins() -> dict[str, str]:
+    """``{hub id: directory}`` of the gpu recipe's smoke-run stand-ins, built once per process in a temporary
+    directory removed at exit (:func:`course_utils.llm.tiny.save_gpu_standins` with :func:`mistral_tokenizer` and
+    :func:`gpt2_tokenizer`)."""
+    root = Path(tempfile.mkdtemp(prefix="kd-course-smoke-llm-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    paths = save_gpu_standins(root, mistral_tokenizer(), gpt2_tokenizer())
+    return {GPU_TEACHER: paths["teacher"], GPU_STUDENT: paths["student"]}
+
+
+def resolve(name_or_path: str) -> str:
+    """What ``from_pretrained`` loads for ``name_or_path``: itself, except in the gpu profile's smoke run
+    (``KD_SMOKE=1``), where the gpu recipe's hub ids become their stand-ins' directories (:func:`smoke_lm_standins`)."""
+    if smoke_active() and name_or_path in (GPU_TEACHER, GPU_STUDENT):
+        return smoke_lm_standins()[name_or_path]
+    return name_or_path
+
+
 def load_lm_tokenizer(name_or_path: str, padding_side: str = "left") -> Any:
     """``AutoTokenizer`` with a padding token (the EOS token if the model has none) and ``padding_side`` set.
 
@@ -42,7 +71,7 @@ def load_lm_tokenizer(name_or_path: str, padding_side: str = "left") -> Any:
     """
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(name_or_path)
+    tok = AutoTokenizer.from_pretrained(resolve(name_or_path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
@@ -60,7 +89,7 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", four_bit: bool = F
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = quiet_load(AutoModelForCausalLM, name_or_path, **kwargs)
+    model = quiet_load(AutoModelForCausalLM, resolve(name_or_path), **kwargs)
     return model.eval()
 
 
@@ -81,7 +110,7 @@ def load_4bit(name_or_path: str, compute_dtype: str = "auto", double_quant: bool
                                 bnb_4bit_compute_dtype=dtype)
     if device_map is None:
         device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
-    model = quiet_load(AutoModelForCausalLM, name_or_path, quantization_config=config, dtype=dtype,
+    model = quiet_load(AutoModelForCausalLM, resolve(name_or_path), quantization_config=config, dtype=dtype,
                         device_map=device_map)
     if next(model.parameters()).device.type == "cpu":
         _check_cpu_packable(model)

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..core.profiles import smoke_active
 from .gguf import smollm2_path
 
-__all__ = ['LLAMA_LORA_TARGETS', 'PHI_LORA_TARGETS', 'LLMRecipe', 'SMALL_SYSTEM_PROMPT', 'SMALL_HPARAMS', 'GPU_HPARAMS', 'llm_recipe', 'contiguous_block', 'odd_layers', 'NOTEBOOK_STEPS', 'training_steps', 'eval_every']
+__all__ = ['LLAMA_LORA_TARGETS', 'PHI_LORA_TARGETS', 'LLMRecipe', 'SMALL_SYSTEM_PROMPT', 'SMALL_HPARAMS', 'GPU_HPARAMS', 'GPU_TEACHER', 'GPU_STUDENT', 'SMOKE_SIZES', 'llm_recipe', 'contiguous_block', 'odd_layers', 'NOTEBOOK_STEPS', 'training_steps', 'eval_every']
 
 
 #: LoRA targets. SmolLM2/Llama: every linear projection of attention (q, k, v, o) and MLP (gate, up, down) — a
@@ -139,8 +140,21 @@ GPU_HPARAMS = dict(num_train_epochs=2, per_device_train_batch_size=4, gradient_a
                    logging_steps=20)
 
 
+#: The gpu recipe's teacher and student (hub ids; the smoke run loads stand-ins for them, see ``llm.models.resolve``).
+GPU_TEACHER = "mistralai/Mistral-7B-Instruct-v0.2"
+GPU_STUDENT = "microsoft/phi-2"
+
+#: What the gpu profile's smoke run (``KD_SMOKE=1``) changes in the gpu recipe: sizes only (a handful of prompts,
+#: short generations, 2 training steps at batch 2).
+SMOKE_SIZES = dict(n_train=12, n_heldout=6, max_new_tokens=8, max_length=64, generation_batch_size=4)
+_SMOKE_HPARAMS = dict(max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, logging_steps=1)
+
+
 def llm_recipe(profile: Any = None, **overrides: Any) -> LLMRecipe:
     """The recipe of a profile (a ``Profile``, its name, or None → ``small``); ``overrides`` replace fields.
+
+    In the gpu profile's smoke run (``KD_SMOKE=1``) the gpu recipe keeps everything but the sizes
+    (:data:`SMOKE_SIZES`, 2 training steps at batch 2).
 
     ``small`` needs the ``smollm2-gguf`` asset and converts it on first use (see :func:`smollm2_path`).
     """
@@ -155,12 +169,14 @@ def llm_recipe(profile: Any = None, **overrides: Any) -> LLMRecipe:
         )
     elif name == "gpu":
         r = LLMRecipe(
-            profile="gpu", teacher="mistralai/Mistral-7B-Instruct-v0.2", student="microsoft/phi-2",
+            profile="gpu", teacher=GPU_TEACHER, student=GPU_STUDENT,
             teacher_4bit=True, drop_layers=(), lora_targets=PHI_LORA_TARGETS, lora_dropout=0.05,
             teacher_prompt="chat", student_prompt="phi", data="dolly", n_train=1000, n_heldout=100,
             max_new_tokens=128, max_length=512, generation_batch_size=8, hparams=dict(GPU_HPARAMS), dtype="auto",
             shared_vocabulary=False,
         )
+        if smoke_active():
+            r = replace(r, **SMOKE_SIZES, hparams={**r.hparams, **_SMOKE_HPARAMS})
     else:
         raise ValueError(f"unknown profile {name!r}; expected 'small' or 'gpu'")
     return replace(r, **overrides) if overrides else r
@@ -192,5 +208,8 @@ def training_steps(r: LLMRecipe, method: str) -> dict:
 
 
 def eval_every(r: LLMRecipe) -> int:
-    """How often (steps) notebook 05 records held-out perplexity while a student trains."""
+    """How often (steps) notebook 05 records held-out perplexity while a student trains (every step in the gpu
+    profile's smoke run, which trains 2)."""
+    if r.profile == "gpu" and smoke_active():
+        return 1
     return _EVAL_EVERY.get(r.profile, 50)

@@ -5,7 +5,9 @@ assets, a few milliseconds per forward pass).
   ChatML template; teacher and student share the tokenizer);
 * :func:`mistral_tokenizer` + :func:`tiny_mistral` (teacher, word-level, ``[INST]`` chat template) and
   :func:`char_tokenizer` + :func:`tiny_phi` (student, character-level, logits padded wider than the tokenizer as
-  Phi-2's are): the ``gpu`` profile's pair, whose tokenizers split the same text differently.
+  Phi-2's are): the ``gpu`` profile's pair, whose tokenizers split the same text differently;
+* :func:`save_gpu_standins`: the gpu profile's smoke-run stand-ins (``KD_SMOKE=1``): ``tiny_mistral`` and
+  ``tiny_phi`` built on the *real* Mistral SentencePiece and GPT-2 tokenizers, saved for ``from_pretrained``.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ['WORDS', 'LLAMA_CHAT', 'MISTRAL_CHAT', 'toy_word_tokenizer', 'toy_char_tokenizer', 'toy_llama_tokenizer', 'toy_mistral_tokenizer', 'tiny_llama', 'tiny_mistral', 'tiny_phi', 'save_model']
+__all__ = ['WORDS', 'LLAMA_CHAT', 'MISTRAL_CHAT', 'toy_word_tokenizer', 'toy_char_tokenizer', 'toy_llama_tokenizer', 'toy_mistral_tokenizer', 'tiny_llama', 'tiny_mistral', 'tiny_phi', 'save_model', 'STANDIN_EOS_SCALE', 'PHI_2_PADDED_VOCAB', 'save_gpu_standins']
 
 
 WORDS = ("the a is are of and to in it that one two three fact moon tea sea sun cat dog sky blue red green big "
@@ -125,3 +127,45 @@ def save_model(model, tokenizer, path: Path) -> str:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+#: The smoke run's stand-in teacher writes answers that end: its EOS row of the LM head is scaled by this factor, so
+#: that greedy decoding emits EOS within a few tokens for most prompts (with the random row as it is, no response
+#: ends before the token cap, and the response filter rightly drops them all).
+STANDIN_EOS_SCALE = 5.0
+
+#: Phi-2's logits width: its tokenizer's 50 295 tokens (GPT-2's 50 257 plus added ones) padded to 51 200.
+PHI_2_PADDED_VOCAB = 51_200
+
+
+def save_gpu_standins(root: Path, mistral_tokenizer, gpt2_tokenizer) -> dict[str, str]:
+    """Save the gpu profile's smoke-run stand-ins under ``root`` and return their directories.
+
+    ``teacher``: :func:`tiny_mistral` on the real Mistral tokenizer (32 000 tokens, :data:`MISTRAL_CHAT` as its
+    chat template, set on the tokenizer passed in), widths multiples of 64 so that bitsandbytes can load it in 4-bit
+    on a CPU, its EOS logit row scaled by :data:`STANDIN_EOS_SCALE` so that its answers end; ``student``:
+    :func:`tiny_phi` on the real GPT-2 BPE (50 257 tokens) with logits padded to :data:`PHI_2_PADDED_VOCAB` as
+    Phi-2's are, with Phi-2's module names (``q_proj``, ``k_proj``, ``v_proj``, ``dense``, ``fc1``, ``fc2``).
+    Random weights (seeds 1 and 2); each directory holds the model and its tokenizer, as a hub repository does.
+
+    Args:
+        root: an existing directory to write into.
+        mistral_tokenizer, gpt2_tokenizer: ``course_utils.llm.models.mistral_tokenizer()`` / ``gpt2_tokenizer()``.
+
+    Returns:
+        ``{"teacher": path, "student": path}``.
+
+    Raises:
+        ValueError: ``root`` is not an existing directory.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"root must be an existing directory to save the stand-ins into, got {str(root)!r}")
+    mistral_tokenizer.chat_template = MISTRAL_CHAT
+    with torch.random.fork_rng():  # don't consume the caller's random numbers
+        teacher = tiny_mistral(mistral_tokenizer)
+        student = tiny_phi(gpt2_tokenizer, padded_vocab=PHI_2_PADDED_VOCAB)
+    with torch.no_grad():
+        teacher.lm_head.weight[mistral_tokenizer.eos_token_id] *= STANDIN_EOS_SCALE
+    return {"teacher": save_model(teacher, mistral_tokenizer, root / "teacher"),
+            "student": save_model(student, gpt2_tokenizer, root / "student")}

@@ -11,26 +11,34 @@ gpu        ``bert-base-uncased``, fine-tuned            ``copy``: ``distilbert-b
 =========  ===========================================  =============================================================
 
 Every model is a ``transformers`` ``*ForSequenceClassification`` loaded with ``from_pretrained(path_or_id)``, so
-notebook code is the same for both profiles. The fresh students' shapes follow Turc et al. (2019)'s BERT-Tiny
+notebook code is the same for both profiles. In the gpu profile's smoke run (``KD_SMOKE=1``) the hub ids are replaced
+by :func:`smoke_bert_standins`: the same classes with tiny random-weight configs and the real bert-base-uncased
+tokenizer, saved to a temporary directory and loaded from there by the same ``from_pretrained`` calls; the recipe
+then trains 2 steps at batch 4. The fresh students' shapes follow Turc et al. (2019)'s BERT-Tiny
 (2 × 128) and BERT-Mini (4 × 256).
 """
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import numbers
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..core import assets
+from ..core.profiles import smoke_active
 from ..core.hf import quiet_load
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-__all__ = ['BertRecipe', 'bert_recipe', 'load_bert_tokenizer', 'load_bert_teacher', 'fresh_student', 'load_bert_student', 'every_other_layer', 'init_student_from_teacher', 'freeze_word_embeddings']
+__all__ = ['BertRecipe', 'SMOKE_STANDINS', 'smoke_bert_standins', 'bert_recipe', 'load_bert_tokenizer', 'load_bert_teacher', 'fresh_student', 'load_bert_student', 'every_other_layer', 'init_student_from_teacher', 'freeze_word_embeddings']
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,18 @@ def bert_recipe(profile: Any = None) -> BertRecipe:
             student_hparams=dict(learning_rate=2e-4, num_train_epochs=1, per_device_train_batch_size=32),
             fresh_hparams=dict(learning_rate=1.5e-3, num_train_epochs=2, per_device_train_batch_size=64),
         )
+    if name == "gpu" and smoke_active():
+        # the gpu recipe at stand-in size: the real classes, tiny and random (smoke_bert_standins), 2 steps at batch 4
+        paths = smoke_bert_standins()
+        return BertRecipe(
+            profile="gpu", teacher=paths["teacher"], tokenizer=paths["teacher"],
+            copy_student=paths["copy_student"], copy_layers=(0, 2, 4, 7, 9, 11),
+            fresh_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+            max_length=32,
+            teacher_hparams=dict(learning_rate=3e-5, max_steps=2, per_device_train_batch_size=4),
+            student_hparams=dict(learning_rate=5e-5, max_steps=2, per_device_train_batch_size=4),
+            fresh_hparams=dict(learning_rate=5e-4, max_steps=2, per_device_train_batch_size=4),
+        )
     if name == "gpu":
         return BertRecipe(
             profile="gpu", teacher="bert-base-uncased", tokenizer="bert-base-uncased",
@@ -96,6 +116,52 @@ def bert_recipe(profile: Any = None) -> BertRecipe:
             fresh_hparams=dict(learning_rate=5e-4, num_train_epochs=4, per_device_train_batch_size=32),
         )
     raise ValueError(f"unknown profile {name!r}; expected 'small' or 'gpu'")
+
+
+# ---------------------------------------------------------------------------------------- smoke stand-ins
+SMOKE_STANDINS: dict[str, dict[str, Any]] = {
+    # bert-base-uncased and distilbert-base-uncased at stand-in size: their classes, vocabulary (30,522), position
+    # range and 12 heads (notebook 04 matches attention maps head by head), 96 wide and 12 / 6 layers deep like them.
+    "teacher": dict(hidden_size=96, num_hidden_layers=12, num_attention_heads=12, intermediate_size=128),
+    "copy_student": dict(dim=96, n_layers=6, n_heads=12, hidden_dim=128),
+}
+"""Configs of the smoke run's stand-ins (``BertConfig`` / ``DistilBertConfig`` keyword arguments)."""
+
+
+@functools.lru_cache(maxsize=None)
+def smoke_bert_standins() -> dict[str, str]:
+    """Directories of the gpu profile's stand-ins for the smoke run (``KD_SMOKE=1``), built once per process.
+
+    ``teacher``: a ``BertForSequenceClassification`` with :data:`SMOKE_STANDINS` ``["teacher"]`` and the real
+    bert-base-uncased tokenizer (the ``minilm`` asset's vocabulary, which is bert-base-uncased's);
+    ``copy_student``: a ``DistilBertForSequenceClassification`` with ``["copy_student"]`` and the same tokenizer.
+    Random weights (seed 0), written with ``save_pretrained`` to a temporary directory removed at exit, so the gpu
+    path's ``from_pretrained(path_or_id)`` calls load them as they would load the hub's models.
+
+    Returns:
+        ``{"teacher": path, "copy_student": path}``.
+    """
+    import torch
+    from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig,
+                              DistilBertForSequenceClassification)
+
+    root = Path(tempfile.mkdtemp(prefix="kd-course-smoke-text-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(assets.path("minilm"))  # bert-base-uncased's vocabulary and rules
+    vocab = dict(vocab_size=tokenizer.vocab_size, max_position_embeddings=512)
+    paths = {}
+    with torch.random.fork_rng():  # don't consume the caller's random numbers
+        torch.manual_seed(0)
+        models = {
+            "teacher": BertForSequenceClassification(BertConfig(**vocab, **SMOKE_STANDINS["teacher"])),
+            "copy_student": DistilBertForSequenceClassification(
+                DistilBertConfig(**vocab, **SMOKE_STANDINS["copy_student"])),
+        }
+        for name, model in models.items():
+            paths[name] = str(root / name)
+            model.save_pretrained(paths[name])
+            tokenizer.save_pretrained(paths[name])
+    return paths
 
 
 # ------------------------------------------------------------------------------------------------- loading

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..core.profiles import smoke_active
 from ..kd import features
 from ..kd.losses import validate_weight
 from ..training import distillation_trainer
@@ -42,7 +43,7 @@ from ..training import distillation_trainer
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
 
-__all__ = ['HIDDEN_LOSSES', 'HiddenLoss', 'ProjectionFactory', 'TeacherCache', 'FeatureDistillationTrainer', 'train_with_features', 'NARROW_STUDENTS', 'narrow_student', 'pca_embeddings_from', 'hidden_states_of', 'cka_between']
+__all__ = ['HIDDEN_LOSSES', 'HiddenLoss', 'ProjectionFactory', 'TeacherCache', 'FeatureDistillationTrainer', 'train_with_features', 'NARROW_STUDENTS', 'SMOKE_NARROW_STUDENT', 'narrow_student', 'pca_embeddings_from', 'hidden_states_of', 'cka_between']
 
 
 HIDDEN_LOSSES = ("mse", "cosine")
@@ -474,6 +475,10 @@ NARROW_STUDENTS: dict[str, dict[str, Any]] = {
                 attention_probs_dropout_prob=0.0),
 }
 """Shape of the freshly initialised narrow student per profile (``BertConfig`` keyword arguments)."""
+SMOKE_NARROW_STUDENT: dict[str, Any] = dict(hidden_size=48, num_hidden_layers=6, num_attention_heads=12,
+                                            intermediate_size=96, attention_probs_dropout_prob=0.0)
+"""The gpu narrow student's shape in the smoke run (``KD_SMOKE=1``): half the stand-in teacher's width and depth
+(:data:`course_utils.text.bert.SMOKE_STANDINS`), its 12 heads."""
 
 
 def narrow_student(teacher: nn.Module, profile: str = "small", seed: int = 0, pca_embeddings: bool = True,
@@ -489,7 +494,8 @@ def narrow_student(teacher: nn.Module, profile: str = "small", seed: int = 0, pc
 
     if profile not in NARROW_STUDENTS:
         raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(NARROW_STUDENTS)}")
-    shape = {**NARROW_STUDENTS[profile], **overrides}
+    base = SMOKE_NARROW_STUDENT if profile == "gpu" and smoke_active() else NARROW_STUDENTS[profile]
+    shape = {**base, **overrides}
     config = BertConfig(vocab_size=teacher.get_input_embeddings().num_embeddings,
                         num_labels=teacher.config.num_labels,
                         max_position_embeddings=teacher.config.max_position_embeddings,

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..core import cache, hf
+from ..core.profiles import smoke_active
 from ..evaluation.metrics import accuracy
 from ..kd import features
 from ..training import distillation_trainer
@@ -47,17 +48,21 @@ FEATURE_RECIPES: dict[str, dict[str, Any]] = {
     "gpu": dict(max_steps=500, learning_rate=5e-4, per_device_train_batch_size=32, hidden_weight=1.0,
                 attention_weight=1.0, hidden_loss="cosine", attention_loss="kl", layer_map="uniform", data_seed=0),
 }
+_SMOKE_FEATURE_SIZES = dict(max_steps=2, per_device_train_batch_size=4)
+"""What the gpu profile's smoke run (``KD_SMOKE=1``) changes in :data:`FEATURE_RECIPES` ``["gpu"]``: sizes only."""
 """Training recipe of notebook 04's narrow students per profile (the KD settings are the recipe's fresh students',
 :func:`course_utils.text.recipes.kd_settings` ``(task, "fresh")``)."""
 
 
 def feature_recipe(task: Any) -> dict[str, Any]:
-    """Notebook 04's recipe for ``task``'s profile: :data:`FEATURE_RECIPES` plus ``temperature`` / ``alpha_kd``."""
+    """Notebook 04's recipe for ``task``'s profile: :data:`FEATURE_RECIPES` plus ``temperature`` / ``alpha_kd``
+    (in the gpu profile's smoke run, 2 steps at batch 4)."""
 
     if task.profile not in FEATURE_RECIPES:
         raise ValueError(f"no feature-distillation recipe for profile {task.profile!r}; expected one of "
                          f"{sorted(FEATURE_RECIPES)}")
-    return {**FEATURE_RECIPES[task.profile], **kd_settings(task, "fresh")}
+    smoke = _SMOKE_FEATURE_SIZES if task.profile == "gpu" and smoke_active() else {}
+    return {**FEATURE_RECIPES[task.profile], **smoke, **kd_settings(task, "fresh")}
 
 
 def _check_variant(variant: Any) -> dict[str, bool]:
@@ -166,11 +171,17 @@ class SentimentTask:
 
 def prepare(profile: Any = None, *, n_train: int = 2000, n_validation: int = 1000, n_test: int = 2000,
             n_transfer: int = 5000, seed: int = 0) -> SentimentTask:
-    """Load the recipe, tokenizer and tokenised splits of a profile (``Profile``, its name, or None → ``small``)."""
+    """Load the recipe, tokenizer and tokenised splits of a profile (``Profile``, its name, or None → ``small``).
+
+    In the gpu profile's smoke run (``KD_SMOKE=1``) ``train`` and ``transfer`` take half of the stand-in train split
+    each (:data:`course_utils.text.sentiment.SMOKE_SPLIT_SIZES`), whatever the sizes asked for."""
     name = getattr(profile, "name", profile) or "small"
     r = bert.bert_recipe(name)
     tok = bert.load_bert_tokenizer(r)
     sizes = dict(n_train=n_train, n_validation=n_validation, n_test=n_test, n_transfer=n_transfer)
+    if name == "gpu" and smoke_active():  # the smoke run's stand-in data (sentiment.smoke_hub_dataset) is tiny
+        n = sentiment.SMOKE_SPLIT_SIZES["train"] // 2
+        sizes = dict(sizes, n_train=n, n_transfer=n)
     raw = sentiment.load_sentiment(name, seed=seed, **sizes)
     return SentimentTask(profile=name, recipe=r, tokenizer=tok, data=sentiment.tokenize(raw, tok, r.max_length),
                          sizes=sizes, seed=seed)

@@ -20,7 +20,8 @@ sentence. That leaves 10,070 snippets, 49.6 % positive; splits are drawn with a 
 label.
 
 ``gpu`` profile: the hub's ``rotten_tomatoes`` dataset (Pang & Lee 2005; 8,530 / 1,066 / 1,066), whose train split
-is divided into ``train`` and the unlabelled ``transfer`` split.
+is divided into ``train`` and the unlabelled ``transfer`` split. Its smoke run (``KD_SMOKE=1``) replaces the download
+with :func:`smoke_hub_dataset`: a few snippets in the hub dataset's exact schema and order.
 """
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core import assets
+from ..core.profiles import smoke_active
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset, DatasetDict
 
-__all__ = ['NEUTRAL_MARGIN', 'HUB_DATASET', 'SPLITS', 'LABEL_NAMES', 'score_to_label', 'read_snippets', 'load_sentiment', 'tokenize', 'describe_splits']
+__all__ = ['NEUTRAL_MARGIN', 'HUB_DATASET', 'SPLITS', 'LABEL_NAMES', 'HUB_LABEL_NAMES', 'SMOKE_SPLIT_SIZES', 'score_to_label', 'read_snippets', 'smoke_hub_dataset', 'load_sentiment', 'tokenize', 'describe_splits']
 
 
 NEUTRAL_MARGIN = 0.5
@@ -43,6 +45,10 @@ NEUTRAL_MARGIN = 0.5
 HUB_DATASET = "rotten_tomatoes"
 SPLITS = ("train", "validation", "test", "transfer")
 LABEL_NAMES = ("negative", "positive")
+HUB_LABEL_NAMES = ("neg", "pos")
+"""The label names of the hub's ``rotten_tomatoes`` (its ``label`` column is a ``ClassLabel`` with these)."""
+SMOKE_SPLIT_SIZES = {"train": 48, "validation": 16, "test": 32}
+"""Rows per split of :func:`smoke_hub_dataset` (half of each split positive)."""
 
 
 def score_to_label(score: float, margin: float = NEUTRAL_MARGIN) -> int | None:
@@ -177,7 +183,55 @@ def load_sentiment(
     return DatasetDict({k: out[k] for k in SPLITS})
 
 
+def smoke_hub_dataset(sizes: dict[str, int] | None = None, path: str | Path | None = None) -> "DatasetDict":
+    """The smoke run's stand-in of the hub's ``rotten_tomatoes``: its exact schema, a few rows.
+
+    Splits ``train``/``validation``/``test`` with the columns ``text`` (``string``) and ``label`` (``ClassLabel``
+    ``neg``/``pos``), the hub's features; rows are shipped snippets (:func:`read_snippets`, labelled by
+    :func:`score_to_label`), half of each split positive, listed positives first as the hub lists its train split.
+
+    Args:
+        sizes: rows per split (even numbers; default :data:`SMOKE_SPLIT_SIZES`).
+        path: the snippets file (default: the ``rotten-tomatoes`` asset).
+
+    Returns:
+        ``DatasetDict`` with ``train``/``validation``/``test``, each ``(sizes[split],)`` rows.
+
+    Raises:
+        ValueError: a split missing from ``sizes``, an odd or non-positive size, or more rows than the snippets hold.
+    """
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    sizes = dict(SMOKE_SPLIT_SIZES if sizes is None else sizes)
+    if set(sizes) != set(SMOKE_SPLIT_SIZES):
+        raise ValueError(f"sizes must give the rows of exactly the splits {sorted(SMOKE_SPLIT_SIZES)}, got {sorted(sizes)}")
+    for split, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0 or n % 2:
+            raise ValueError(f"sizes[{split!r}] must be a positive even number of rows (half positive), got {n!r}")
+    by_label: dict[int, list[str]] = {0: [], 1: []}
+    for _, score, text in read_snippets(path):
+        label = score_to_label(score)
+        if label is not None:
+            by_label[label].append(text)
+    half = sum(sizes.values()) // 2
+    if min(len(v) for v in by_label.values()) < half:
+        raise ValueError(f"the snippets hold fewer than {half} rows of a class; ask for smaller sizes")
+    features = Features({"text": Value("string"), "label": ClassLabel(names=list(HUB_LABEL_NAMES))})
+    out, start = {}, 0
+    for split in ("train", "validation", "test"):
+        k = sizes[split] // 2
+        pos, neg = by_label[1][start:start + k], by_label[0][start:start + k]
+        start += k
+        out[split] = Dataset.from_dict({"text": pos + neg, "label": [1] * k + [0] * k}, features=features)
+    return DatasetDict(out)
+
+
 def _load_hub_dataset(name: str) -> "DatasetDict":  # separated so tests can replace the download
+    """The hub dataset ``name``; in the gpu profile's smoke run, :func:`smoke_hub_dataset` instead."""
+    if smoke_active():
+        if name != HUB_DATASET:
+            raise ValueError(f"the smoke run has a stand-in for {HUB_DATASET!r} only, not {name!r}")
+        return smoke_hub_dataset()
     from datasets import load_dataset
 
     return load_dataset(name)
