@@ -255,10 +255,19 @@ def add_lora(model: "nn.Module", r: LLMRecipe, seed: int = 0) -> "nn.Module":
 
     LoRA (Hu et al. 2021) adds ΔW = (α/r)·B·A next to each targeted weight W, with A (r × in) random and
     B (out × r) zero, so the model starts *exactly* as the base model. Only A and B are trained.
+
+    Raises:
+        ValueError: a name in ``r.lora_targets`` matches no module of ``model`` (peft would skip it silently).
     """
     import torch
     from peft import get_peft_model
 
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in r.lora_targets if t not in names]
+    if missing:  # peft adapts the targets it finds and silently skips the others
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ValueError(f"LoRA targets {missing} name no module of {type(model).__name__}; its linear layers are "
+                         f"named {linear}: fix the recipe's lora_targets")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, lora_config(r))

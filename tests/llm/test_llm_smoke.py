@@ -92,3 +92,10 @@ def test_smoke_models_are_the_real_classes_on_the_real_tokenizers(smoke):
     ids = torch.tensor([teacher_tok("Bees make honey.").input_ids])
     with torch.inference_mode():
         assert teacher(ids).logits.shape == (1, ids.shape[1], 32_000)
+
+
+def test_add_lora_rejects_a_target_that_names_no_module():
+    tok = tiny.toy_char_tokenizer()
+    r = dataclasses.replace(recipe.llm_recipe("gpu"), lora_targets=("qproj", "k_proj", "v_proj", "dense"))
+    with pytest.raises(ValueError, match=r"\['qproj'\] name no module of PhiForCausalLM.*'q_proj'"):
+        models.add_lora(tiny.tiny_phi(tok), r)
