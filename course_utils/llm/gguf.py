@@ -15,7 +15,7 @@ from ..core.hf import quiet_load
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-__all__ = ['SMOLLM2_GGUF', 'SMOLLM2_NAME', 'convert_gguf', 'smollm2_path']
+__all__ = ['SMOLLM2_GGUF', 'SMOLLM2_NAME', 'convert_gguf', 'smollm2_tokenizer', 'smollm2_path']
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -96,6 +96,18 @@ def convert_gguf(gguf_dir: str | Path, gguf_file: str, target: str | Path | None
         plain.save_pretrained(target)
         tokenizer.save_pretrained(target)
     return plain, tokenizer
+
+
+def smollm2_tokenizer() -> Any:
+    """SmolLM2's tokenizer (49 152 tokens, ChatML template, pad = EOS) read from the ``smollm2-gguf`` asset alone,
+    in a few seconds, without converting the model (:func:`smollm2_path` converts both)."""
+    from transformers import AutoTokenizer
+
+    gguf = assets.path("smollm2-gguf", SMOLLM2_GGUF)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def smollm2_path(verbose: bool = True) -> Path:

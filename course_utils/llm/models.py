@@ -1,9 +1,10 @@
 """Loading and shaping causal LMs: tokenizers, fp32/fp16 and 4-bit NF4 loading (bitsandbytes), the real Mistral and GPT-2
 tokenizers from the offline assets, vocabulary size, decoder-layer pruning, LoRA adapters and merging.
 
-In the gpu profile's smoke run (``KD_SMOKE=1``) the loaders resolve the gpu recipe's hub ids (Mistral-7B-Instruct,
-Phi-2) to :func:`smoke_lm_standins`: the same classes with tiny random-weight configs and the real tokenizers, loaded
-by the same ``from_pretrained`` calls (the teacher in 4-bit through bitsandbytes).
+In the gpu profile's smoke run (``KD_SMOKE=1``) the loaders resolve the gpu recipes' hub ids (Mistral-7B-Instruct,
+Phi-2; notebook 08's SmolLM2-1.7B / 360M-Instruct) to :func:`smoke_lm_standins`: the same classes with tiny
+random-weight configs and the real tokenizers, loaded by the same ``from_pretrained`` calls (the Mistral teacher in
+4-bit through bitsandbytes).
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ..core import assets
 from ..core.hf import quiet_load
 from ..core.profiles import smoke_active
-from .gguf import _empty_like_class
-from .recipe import GPU_STUDENT, GPU_TEACHER, LLMRecipe
-from .tiny import save_gpu_standins
+from .gguf import _empty_like_class, smollm2_tokenizer
+from .recipe import GPU_STUDENT, GPU_TEACHER, ON_POLICY_GPU_STUDENT, ON_POLICY_GPU_TEACHER, LLMRecipe
+from .tiny import save_gpu_standins, save_smollm2_standins
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -45,21 +46,35 @@ def _torch_dtype(name: str) -> "torch.dtype":
 
 
 @functools.lru_cache(maxsize=None)
-def smoke_lm_standins() -> dict[str, str]:
-    """``{hub id: directory}`` of the gpu recipe's smoke-run stand-ins, built once per process in a temporary
-    directory removed at exit (:func:`course_utils.llm.tiny.save_gpu_standins` with :func:`mistral_tokenizer` and
-    :func:`gpt2_tokenizer`)."""
-    root = Path(tempfile.mkdtemp(prefix="kd-course-smoke-llm-"))
+def smoke_lm_standins(pair: str = "distillation") -> dict[str, str]:
+    """``{hub id: directory}`` of one gpu pair's smoke-run stand-ins, built once per process in a temporary directory
+    removed at exit: ``"distillation"`` (notebook 05's Mistral-7B-Instruct → Phi-2:
+    :func:`course_utils.llm.tiny.save_gpu_standins` on :func:`mistral_tokenizer` and :func:`gpt2_tokenizer`) or
+    ``"on_policy"`` (notebook 08's SmolLM2-1.7B → 360M-Instruct: :func:`course_utils.llm.tiny.save_smollm2_standins`
+    on SmolLM2's tokenizer).
+
+    Raises:
+        ValueError: for another ``pair``.
+    """
+    if pair not in ("distillation", "on_policy"):
+        raise ValueError(f"pair must be 'distillation' (notebook 05) or 'on_policy' (notebook 08), got {pair!r}")
+    root = Path(tempfile.mkdtemp(prefix=f"kd-course-smoke-{pair}-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
+    if pair == "on_policy":
+        paths = save_smollm2_standins(root, smollm2_tokenizer())
+        return {ON_POLICY_GPU_TEACHER: paths["teacher"], ON_POLICY_GPU_STUDENT: paths["student"]}
     paths = save_gpu_standins(root, mistral_tokenizer(), gpt2_tokenizer())
     return {GPU_TEACHER: paths["teacher"], GPU_STUDENT: paths["student"]}
 
 
 def resolve(name_or_path: str) -> str:
     """What ``from_pretrained`` loads for ``name_or_path``: itself, except in the gpu profile's smoke run
-    (``KD_SMOKE=1``), where the gpu recipe's hub ids become their stand-ins' directories (:func:`smoke_lm_standins`)."""
-    if smoke_active() and name_or_path in (GPU_TEACHER, GPU_STUDENT):
-        return smoke_lm_standins()[name_or_path]
+    (``KD_SMOKE=1``), where the gpu recipes' hub ids become their stand-ins' directories (:func:`smoke_lm_standins`)."""
+    if smoke_active():
+        if name_or_path in (GPU_TEACHER, GPU_STUDENT):
+            return smoke_lm_standins("distillation")[name_or_path]
+        if name_or_path in (ON_POLICY_GPU_TEACHER, ON_POLICY_GPU_STUDENT):
+            return smoke_lm_standins("on_policy")[name_or_path]
     return name_or_path
 
 

@@ -25,7 +25,8 @@ from ..evaluation.text_metrics import rouge_l
 from ..kd.llm_losses import generalized_jsd_loss, sampled_token_kd_loss
 from .data import _encode, format_prompt, left_pad
 from .models import add_lora
-from .recipe import LLAMA_LORA_TARGETS, LLMRecipe, llm_recipe
+from .recipe import (LLAMA_LORA_TARGETS, ON_POLICY_GPU_STUDENT, ON_POLICY_GPU_TEACHER, LLMRecipe,
+                     llm_recipe)
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -198,9 +199,8 @@ def on_policy_recipe(profile: Any = None) -> LLMRecipe:
     Mistral → Phi-2 pair has two tokenizers: token-level on-policy KD cannot compare their distributions)."""
     name = getattr(profile, "name", profile) or "small"
     if name == "gpu":
-        return llm_recipe("gpu", teacher="HuggingFaceTB/SmolLM2-1.7B-Instruct",
-                          student="HuggingFaceTB/SmolLM2-360M-Instruct", teacher_4bit=False, drop_layers=(),
-                          lora_targets=LLAMA_LORA_TARGETS, student_prompt="chat", shared_vocabulary=True)
+        return llm_recipe("gpu", teacher=ON_POLICY_GPU_TEACHER, student=ON_POLICY_GPU_STUDENT, teacher_4bit=False,
+                          drop_layers=(), lora_targets=LLAMA_LORA_TARGETS, student_prompt="chat", shared_vocabulary=True)
     return llm_recipe(name)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from ..core.profiles import smoke_active
 from .gguf import smollm2_path
 
-__all__ = ['LLAMA_LORA_TARGETS', 'PHI_LORA_TARGETS', 'LLMRecipe', 'SMALL_SYSTEM_PROMPT', 'SMALL_HPARAMS', 'GPU_HPARAMS', 'GPU_TEACHER', 'GPU_STUDENT', 'SMOKE_SIZES', 'llm_recipe', 'contiguous_block', 'odd_layers', 'NOTEBOOK_STEPS', 'training_steps', 'eval_every']
+__all__ = ['LLAMA_LORA_TARGETS', 'PHI_LORA_TARGETS', 'LLMRecipe', 'SMALL_SYSTEM_PROMPT', 'SMALL_HPARAMS', 'GPU_HPARAMS', 'GPU_TEACHER', 'GPU_STUDENT', 'ON_POLICY_GPU_TEACHER', 'ON_POLICY_GPU_STUDENT', 'SMOKE_SIZES', 'llm_recipe', 'contiguous_block', 'odd_layers', 'NOTEBOOK_STEPS', 'training_steps', 'eval_every']
 
 
 #: LoRA targets. SmolLM2/Llama: every linear projection of attention (q, k, v, o) and MLP (gate, up, down) — a
@@ -143,6 +143,9 @@ GPU_HPARAMS = dict(num_train_epochs=2, per_device_train_batch_size=4, gradient_a
 #: The gpu recipe's teacher and student (hub ids; the smoke run loads stand-ins for them, see ``llm.models.resolve``).
 GPU_TEACHER = "mistralai/Mistral-7B-Instruct-v0.2"
 GPU_STUDENT = "microsoft/phi-2"
+#: Notebook 08's gpu pair (one tokenizer, as token-level on-policy KD needs; the smoke run loads stand-ins for them).
+ON_POLICY_GPU_TEACHER = "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+ON_POLICY_GPU_STUDENT = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
 #: What the gpu profile's smoke run (``KD_SMOKE=1``) changes in the gpu recipe: sizes only (a handful of prompts,
 #: short generations, 2 training steps at batch 2).

@@ -7,7 +7,8 @@ assets, a few milliseconds per forward pass).
   :func:`char_tokenizer` + :func:`tiny_phi` (student, character-level, logits padded wider than the tokenizer as
   Phi-2's are): the ``gpu`` profile's pair, whose tokenizers split the same text differently;
 * :func:`save_gpu_standins`: the gpu profile's smoke-run stand-ins (``KD_SMOKE=1``): ``tiny_mistral`` and
-  ``tiny_phi`` built on the *real* Mistral SentencePiece and GPT-2 tokenizers, saved for ``from_pretrained``.
+  ``tiny_phi`` built on the *real* Mistral SentencePiece and GPT-2 tokenizers, saved for ``from_pretrained``;
+  :func:`save_smollm2_standins` does the same for notebook 08's SmolLM2 pair, two ``tiny_llama`` on SmolLM2's tokenizer.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ['WORDS', 'LLAMA_CHAT', 'MISTRAL_CHAT', 'toy_word_tokenizer', 'toy_char_tokenizer', 'toy_llama_tokenizer', 'toy_mistral_tokenizer', 'tiny_llama', 'tiny_mistral', 'tiny_phi', 'save_model', 'STANDIN_EOS_SCALE', 'PHI_2_PADDED_VOCAB', 'save_gpu_standins']
+__all__ = ['WORDS', 'LLAMA_CHAT', 'MISTRAL_CHAT', 'toy_word_tokenizer', 'toy_char_tokenizer', 'toy_llama_tokenizer', 'toy_mistral_tokenizer', 'tiny_llama', 'tiny_mistral', 'tiny_phi', 'save_model', 'STANDIN_EOS_SCALE', 'PHI_2_PADDED_VOCAB', 'save_gpu_standins', 'save_smollm2_standins']
 
 
 WORDS = ("the a is are of and to in it that one two three fact moon tea sea sun cat dog sky blue red green big "
@@ -79,13 +80,15 @@ def toy_mistral_tokenizer():
                           bos="<s>", pad=None)
 
 
-def tiny_llama(tokenizer, layers: int = 4, seed: int = 0):
+def tiny_llama(tokenizer, layers: int = 4, seed: int = 0, tied: bool = True):
+    """A tiny LlamaForCausalLM; ``tied=False`` gives it an LM head of its own (with tied embeddings a random model
+    mostly repeats its last input token: the embedding row that enters the residual stream also scores it)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+                      tie_word_embeddings=tied, eos_token_id=tokenizer.eos_token_id,
                       pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
     model = LlamaForCausalLM(cfg).eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -169,3 +172,31 @@ def save_gpu_standins(root: Path, mistral_tokenizer, gpt2_tokenizer) -> dict[str
         teacher.lm_head.weight[mistral_tokenizer.eos_token_id] *= STANDIN_EOS_SCALE
     return {"teacher": save_model(teacher, mistral_tokenizer, root / "teacher"),
             "student": save_model(student, gpt2_tokenizer, root / "student")}
+
+
+def save_smollm2_standins(root: Path, smollm2_tokenizer) -> dict[str, str]:
+    """Save notebook 08's gpu-pair stand-ins (SmolLM2-1.7B-Instruct → SmolLM2-360M-Instruct) under ``root``.
+
+    Both are :func:`tiny_llama` (``LlamaForCausalLM``, as SmolLM2 is) on the *real* SmolLM2 tokenizer passed in
+    (49 152 tokens, ChatML template, pad = EOS = ``<|im_end|>``): the teacher with 4 layers (seed 6: its answers pass the response filter), the student
+    with 2 (seed 4). Random weights; each directory holds the model and the tokenizer, as a hub repository does.
+    One difference from SmolLM2 besides the size: the teacher's LM head is not tied to its embeddings, and its EOS
+    row is scaled by :data:`STANDIN_EOS_SCALE`, so that its greedy answers are words that end (tied, a random model
+    answers the chat prompt's closing newline with newlines, which the response filter rightly drops).
+
+    Returns:
+        ``{"teacher": path, "student": path}``.
+
+    Raises:
+        ValueError: ``root`` is not an existing directory.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"root must be an existing directory to save the stand-ins into, got {str(root)!r}")
+    with torch.random.fork_rng():  # don't consume the caller's random numbers
+        teacher = tiny_llama(smollm2_tokenizer, layers=4, seed=6, tied=False)
+        student = tiny_llama(smollm2_tokenizer, layers=2, seed=4)
+    with torch.no_grad():
+        teacher.lm_head.weight[smollm2_tokenizer.eos_token_id] *= STANDIN_EOS_SCALE
+    return {"teacher": save_model(teacher, smollm2_tokenizer, root / "teacher"),
+            "student": save_model(student, smollm2_tokenizer, root / "student")}

@@ -99,3 +99,63 @@ def test_add_lora_rejects_a_target_that_names_no_module():
     r = dataclasses.replace(recipe.llm_recipe("gpu"), lora_targets=("qproj", "k_proj", "v_proj", "dense"))
     with pytest.raises(ValueError, match=r"\['qproj'\] name no module of PhiForCausalLM.*'q_proj'"):
         models.add_lora(tiny.tiny_phi(tok), r)
+
+
+# ------------------------------------------------------------------------------ notebook 08's SmolLM2 pair
+def test_smollm2_tokenizer_is_the_real_one():
+    from course_utils.llm import gguf
+
+    tok = gguf.smollm2_tokenizer()
+    assert len(tok) == 49_152 and tok.eos_token == tok.pad_token == "<|im_end|>"
+    assert "<|im_start|>assistant" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                                               add_generation_prompt=True)
+
+
+def test_save_smollm2_standins_rejects_a_missing_directory(tmp_path):
+    with pytest.raises(ValueError, match="existing directory"):
+        tiny.save_smollm2_standins(tmp_path / "missing", None)
+
+
+def test_smoke_lm_standins_names_its_pairs():
+    with pytest.raises(ValueError, match="distillation"):
+        models.smoke_lm_standins("mistral")
+
+
+@pytest.fixture
+def smoke_cache(tmp_path, monkeypatch):
+    """A course cache in ``tmp_path`` that links the real offline assets (the stand-ins are built from them) and
+    starts with no models, so a test's cached teacher responses never reach the learner's cache."""
+    from course_utils.core import assets
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "assets").symlink_to(assets.cache_dir() / "assets", target_is_directory=True)
+    monkeypatch.setenv("KD_COURSE_CACHE", str(cache))
+    return cache
+
+
+def test_on_policy_smoke_pair_is_smollm2_sized_down(smoke, smoke_cache):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from course_utils.llm import data, on_policy
+
+    r = on_policy.on_policy_recipe("gpu")
+    assert (r.teacher, r.student) == (recipe.ON_POLICY_GPU_TEACHER, recipe.ON_POLICY_GPU_STUDENT)
+    assert models.resolve(r.teacher) != r.teacher and models.resolve(r.student) != r.student
+    tok, teacher, student = models.load_lm_tokenizer(r.student), models.load_lm_teacher(r), models.load_student_base(r)
+    assert len(tok) == 49_152 and isinstance(teacher, LlamaForCausalLM) and isinstance(student, LlamaForCausalLM)
+    assert models.vocabulary_size(teacher) == models.vocabulary_size(student) == len(tok)   # one vocabulary
+    assert not any(p.requires_grad for p in teacher.parameters())
+    peft_model = models.add_lora(student, r)
+    adapted = {name.split(".lora_A.")[0].rsplit(".", 1)[-1] for name, _ in peft_model.named_parameters()
+               if ".lora_A." in name}
+    assert adapted == set(recipe.LLAMA_LORA_TARGETS)
+    # the stand-in teacher writes answers that end and pass the filter: notebook 08 needs 4 prompts per step
+    generated = data.teacher_responses(r, teacher, tok, data.instruction_prompts(r))
+    kept, _ = data.filter_responses(generated["train"])
+    assert len(kept) >= 4 and all(rec["finished"] for rec in kept)
+    assert list((smoke_cache / "models").iterdir()) == [smoke_cache / "models" / "gpu-smoke"]
+    ids = torch.tensor([tok("Bees make honey.").input_ids])
+    with torch.inference_mode():
+        assert teacher(ids).logits.shape == (1, ids.shape[1], 49_152)
