@@ -161,25 +161,37 @@ def save_gpu_standins(root: Path, mistral_tokenizer, gpt2_tokenizer) -> dict[str
     Raises:
         ValueError: ``root`` is not an existing directory.
     """
+    root = _existing_dir(root)
+    mistral_tokenizer.chat_template = MISTRAL_CHAT
+    return _save_pair(root, lambda: tiny_mistral(mistral_tokenizer), mistral_tokenizer,
+                      lambda: tiny_phi(gpt2_tokenizer, padded_vocab=PHI_2_PADDED_VOCAB), gpt2_tokenizer)
+
+
+def _existing_dir(root: Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"root must be an existing directory to save the stand-ins into, got {str(root)!r}")
-    mistral_tokenizer.chat_template = MISTRAL_CHAT
-    with torch.random.fork_rng():  # don't consume the caller's random numbers
-        teacher = tiny_mistral(mistral_tokenizer)
-        student = tiny_phi(gpt2_tokenizer, padded_vocab=PHI_2_PADDED_VOCAB)
+    return root
+
+
+def _save_pair(root: Path, make_teacher, teacher_tokenizer, make_student, student_tokenizer) -> dict[str, str]:
+    """Build a stand-in pair without consuming the caller's random numbers, scale the teacher's EOS logit row by
+    :data:`STANDIN_EOS_SCALE`, save each with its tokenizer under ``root``."""
+    with torch.random.fork_rng():
+        teacher, student = make_teacher(), make_student()
     with torch.no_grad():
-        teacher.lm_head.weight[mistral_tokenizer.eos_token_id] *= STANDIN_EOS_SCALE
-    return {"teacher": save_model(teacher, mistral_tokenizer, root / "teacher"),
-            "student": save_model(student, gpt2_tokenizer, root / "student")}
+        teacher.lm_head.weight[teacher_tokenizer.eos_token_id] *= STANDIN_EOS_SCALE
+    return {"teacher": save_model(teacher, teacher_tokenizer, root / "teacher"),
+            "student": save_model(student, student_tokenizer, root / "student")}
 
 
 def save_smollm2_standins(root: Path, smollm2_tokenizer) -> dict[str, str]:
     """Save notebook 08's gpu-pair stand-ins (SmolLM2-1.7B-Instruct → SmolLM2-360M-Instruct) under ``root``.
 
     Both are :func:`tiny_llama` (``LlamaForCausalLM``, as SmolLM2 is) on the *real* SmolLM2 tokenizer passed in
-    (49 152 tokens, ChatML template, pad = EOS = ``<|im_end|>``): the teacher with 4 layers (seed 6: its answers pass the response filter), the student
-    with 2 (seed 4). Random weights; each directory holds the model and the tokenizer, as a hub repository does.
+    (49 152 tokens, ChatML template, pad = EOS = ``<|im_end|>``): the teacher with 4 layers (seed 6: its answers
+    pass the response filter), the student with 2 (seed 4). Random weights; each directory holds the model and the
+    tokenizer, as a hub repository does.
     One difference from SmolLM2 besides the size: the teacher's LM head is not tied to its embeddings, and its EOS
     row is scaled by :data:`STANDIN_EOS_SCALE`, so that its greedy answers are words that end (tied, a random model
     answers the chat prompt's closing newline with newlines, which the response filter rightly drops).
@@ -190,13 +202,6 @@ def save_smollm2_standins(root: Path, smollm2_tokenizer) -> dict[str, str]:
     Raises:
         ValueError: ``root`` is not an existing directory.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"root must be an existing directory to save the stand-ins into, got {str(root)!r}")
-    with torch.random.fork_rng():  # don't consume the caller's random numbers
-        teacher = tiny_llama(smollm2_tokenizer, layers=4, seed=6, tied=False)
-        student = tiny_llama(smollm2_tokenizer, layers=2, seed=4)
-    with torch.no_grad():
-        teacher.lm_head.weight[smollm2_tokenizer.eos_token_id] *= STANDIN_EOS_SCALE
-    return {"teacher": save_model(teacher, smollm2_tokenizer, root / "teacher"),
-            "student": save_model(student, smollm2_tokenizer, root / "student")}
+    root = _existing_dir(root)
+    return _save_pair(root, lambda: tiny_llama(smollm2_tokenizer, layers=4, seed=6, tied=False), smollm2_tokenizer,
+                      lambda: tiny_llama(smollm2_tokenizer, layers=2, seed=4), smollm2_tokenizer)
