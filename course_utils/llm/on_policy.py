@@ -166,12 +166,18 @@ def teacher_text_batch(tokenizer: Any, records: Sequence[dict], r: LLMRecipe, eo
     return Rollout(sequences, torch.cat([prompt_mask, completion[:, p:].long()], dim=1), p, completion)
 
 
+def _token_logprobs(logits: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+    """``(B, L − 1)`` log-probabilities of each next token under ``(B, L, V)`` logits: what :func:`score_tokens`
+    returns, from logits already computed."""
+    return torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
 def score_tokens(model: "nn.Module", sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """``(B, L − 1)``: log-probability the model gives each next token, ``log π(x_{t+1} | x_{≤t})``, in one forward
     pass without gradients. Column t scores token t + 1: the logits at position t predict the *next* token."""
     with torch.no_grad():
-        logits = model(input_ids=sequences, attention_mask=attention_mask).logits[:, :-1].float()
-    return torch.log_softmax(logits, dim=-1).gather(-1, sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
+        logits = model(input_ids=sequences, attention_mask=attention_mask).logits
+    return _token_logprobs(logits, sequences)
 
 
 def on_policy_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, sequences: torch.Tensor,
@@ -390,12 +396,6 @@ def evaluate_students(model: "nn.Module", teacher: "nn.Module", tokenizer: Any, 
             "samples": texts[:n]}
 
 
-def _token_logprobs(logits: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
-    """``(B, L − 1)`` log-probabilities of each next token under ``(B, L, V)`` logits: what :func:`score_tokens`
-    returns, from logits already computed."""
-    return torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
-
-
 def exposure_profile(model: "nn.Module", teacher: "nn.Module", tokenizer: Any, r: LLMRecipe,
                      records: Sequence[dict], max_new_tokens: int = 32, seed: int = 0) -> dict:
     """How the teacher grades ``model``'s own sampled text against the teacher's text, position by position.
@@ -409,7 +409,7 @@ def exposure_profile(model: "nn.Module", teacher: "nn.Module", tokenizer: Any, r
         ``{"own": {...}, "teacher_text": {...}}``, each with the per-position lists ``reverse_kl``,
         ``teacher_logprob`` and ``count`` (sequences still running at position k), their token means
         ``mean_reverse_kl`` and ``mean_teacher_logprob``, and the scored text itself (``sequences``,
-        ``attention_mask``, ``completion`` as 0/1 lists, ``row_logprob_sums``, ``row_tokens``) for :func:`rescore`.
+        ``attention_mask``, ``completion`` as 0/1 lists, ``row_logprob_sums``) for :func:`rescore`.
     """
     eos, pad = int(tokenizer.eos_token_id), int(_pad_id(tokenizer))
     ids, mask = prompt_batch(tokenizer, records, r)
@@ -438,8 +438,7 @@ def exposure_profile(model: "nn.Module", teacher: "nn.Module", tokenizer: Any, r
             rows["mean_teacher_logprob"] = round(float(logp[keep].mean()), 4)
             rows.update(sequences=batch.sequences.tolist(), attention_mask=batch.attention_mask.tolist(),
                         completion=batch.completion.int().tolist(),
-                        row_logprob_sums=[float(x) for x in (logp * keep).sum(1)],
-                        row_tokens=[int(x) for x in keep.sum(1)])
+                        row_logprob_sums=[float(x) for x in (logp * keep).sum(1)])
             out[key] = rows
     finally:
         model.train(was_training)
@@ -457,7 +456,7 @@ def rescore(scored: dict, teacher: "nn.Module", score_fn: ScoreFn, rows: int = 8
         ValueError: ``scored`` is not one side of an exposure profile, ``rows`` is not a positive integer, or
             ``score_fn`` returns another shape than ``(B, L − 1)``.
     """
-    needed = {"sequences", "attention_mask", "completion", "row_logprob_sums", "row_tokens"}
+    needed = {"sequences", "attention_mask", "completion", "row_logprob_sums"}
     if not isinstance(scored, dict) or not needed <= set(scored):
         raise ValueError("scored must be one side of exposure_profile's result, e.g. profile['own'] "
                          f"(a dict with {sorted(needed)})")
@@ -471,7 +470,7 @@ def rescore(scored: dict, teacher: "nn.Module", score_fn: ScoreFn, rows: int = 8
         raise ValueError(f"score_fn returned {tuple(getattr(logp, 'shape', ()))}, expected {expected} "
                          "(one log-probability per next token: batch × (length − 1))")
     keep = torch.tensor(scored["completion"][:rows], dtype=torch.bool)[:, 1:]
-    n = sum(scored["row_tokens"][:rows])
+    n = int(keep.sum())
     return float(logp.detach().float()[keep].sum()) / n, sum(scored["row_logprob_sums"][:rows]) / n
 
 

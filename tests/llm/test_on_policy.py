@@ -159,7 +159,7 @@ def test_exposure_profile_scores_own_and_teacher_text(pair):
     teacher_text = on_policy.teacher_text_batch(tok, RECORDS, _recipe(), tok.eos_token_id)
     side = prof["teacher_text"]
     assert side["sequences"] == teacher_text.sequences.tolist()
-    assert side["row_tokens"] == teacher_text.completion.sum(1).tolist() and side["count"][0] == len(RECORDS)
+    assert side["completion"] == teacher_text.completion.int().tolist() and side["count"][0] == len(RECORDS)
     logp = on_policy.score_tokens(teacher, teacher_text.sequences, teacher_text.attention_mask)
     keep = teacher_text.completion[:, 1:]
     assert side["mean_teacher_logprob"] == pytest.approx(float(logp[keep].mean()), abs=1e-4)
