@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-__all__ = ['smoke_lm_standins', 'resolve', 'load_lm_tokenizer', 'load_causal_lm', 'load_4bit', 'load_lm_teacher', 'load_student_base', 'mistral_tokenizer', 'gpt2_tokenizer', 'vocabulary_size', 'decoder_layers', 'prune_layers', 'lora_config', 'add_lora', 'merge_lora', 'memory_footprint_mb']
+__all__ = ['STANDIN_PAIRS', 'smoke_lm_standins', 'resolve', 'load_lm_tokenizer', 'load_causal_lm', 'load_4bit', 'load_lm_teacher', 'load_student_base', 'mistral_tokenizer', 'gpt2_tokenizer', 'vocabulary_size', 'decoder_layers', 'prune_layers', 'lora_config', 'add_lora', 'merge_lora', 'memory_footprint_mb']
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -45,6 +45,11 @@ def _torch_dtype(name: str) -> "torch.dtype":
     return dtypes[name]
 
 
+#: The gpu recipes' hub ids that the smoke run replaces, and the stand-in pair of :func:`smoke_lm_standins` each is in.
+STANDIN_PAIRS = {GPU_TEACHER: "distillation", GPU_STUDENT: "distillation",
+                 ON_POLICY_GPU_TEACHER: "on_policy", ON_POLICY_GPU_STUDENT: "on_policy"}
+
+
 @functools.lru_cache(maxsize=None)
 def smoke_lm_standins(pair: str = "distillation") -> dict[str, str]:
     """``{hub id: directory}`` of one gpu pair's smoke-run stand-ins, built once per process in a temporary directory
@@ -56,7 +61,7 @@ def smoke_lm_standins(pair: str = "distillation") -> dict[str, str]:
     Raises:
         ValueError: for another ``pair``.
     """
-    if pair not in ("distillation", "on_policy"):
+    if pair not in set(STANDIN_PAIRS.values()):
         raise ValueError(f"pair must be 'distillation' (notebook 05) or 'on_policy' (notebook 08), got {pair!r}")
     root = Path(tempfile.mkdtemp(prefix=f"kd-course-smoke-{pair}-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
@@ -69,12 +74,10 @@ def smoke_lm_standins(pair: str = "distillation") -> dict[str, str]:
 
 def resolve(name_or_path: str) -> str:
     """What ``from_pretrained`` loads for ``name_or_path``: itself, except in the gpu profile's smoke run
-    (``KD_SMOKE=1``), where the gpu recipes' hub ids become their stand-ins' directories (:func:`smoke_lm_standins`)."""
-    if smoke_active():
-        if name_or_path in (GPU_TEACHER, GPU_STUDENT):
-            return smoke_lm_standins("distillation")[name_or_path]
-        if name_or_path in (ON_POLICY_GPU_TEACHER, ON_POLICY_GPU_STUDENT):
-            return smoke_lm_standins("on_policy")[name_or_path]
+    (``KD_SMOKE=1``), where the gpu recipes' hub ids (:data:`STANDIN_PAIRS`) become their stand-ins' directories
+    (:func:`smoke_lm_standins`)."""
+    if name_or_path in STANDIN_PAIRS and smoke_active():
+        return smoke_lm_standins(STANDIN_PAIRS[name_or_path])[name_or_path]
     return name_or_path
 
 

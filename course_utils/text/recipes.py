@@ -48,10 +48,10 @@ FEATURE_RECIPES: dict[str, dict[str, Any]] = {
     "gpu": dict(max_steps=500, learning_rate=5e-4, per_device_train_batch_size=32, hidden_weight=1.0,
                 attention_weight=1.0, hidden_loss="cosine", attention_loss="kl", layer_map="uniform", data_seed=0),
 }
-_SMOKE_FEATURE_SIZES = dict(max_steps=2, per_device_train_batch_size=4)
-"""What the gpu profile's smoke run (``KD_SMOKE=1``) changes in :data:`FEATURE_RECIPES` ``["gpu"]``: sizes only."""
 """Training recipe of notebook 04's narrow students per profile (the KD settings are the recipe's fresh students',
 :func:`course_utils.text.recipes.kd_settings` ``(task, "fresh")``)."""
+_SMOKE_FEATURE_SIZES = dict(max_steps=2, per_device_train_batch_size=4)
+"""What the gpu profile's smoke run (``KD_SMOKE=1``) changes in :data:`FEATURE_RECIPES` ``["gpu"]``: sizes only."""
 
 
 def feature_recipe(task: Any) -> dict[str, Any]:
